@@ -1,0 +1,44 @@
+# kho-inspect: `make test` runs everything (lint, unit, synthetic kernels, the
+# kernel lab); `make demo` runs the handover scenario on the lab kernel.
+# Both create .venv and install what they need on a fresh machine.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv host-deps test unit lint bench demo clean
+
+all: test
+
+host-deps:
+	bash scripts/install-host-deps.sh
+
+$(STAMP): setup.cfg pyproject.toml scripts/install-host-deps.sh
+	bash scripts/install-host-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kho_inspect tests bench scripts
+
+# The whole suite: unit, synthetic-kernel and lab tests (the lab builds what is missing).
+test: $(STAMP) lab-deps lint
+	$(VENV)/bin/pytest -ra tests
+
+# Everything but the kernel lab (quick).
+unit: $(STAMP) lint
+	$(VENV)/bin/pytest -ra -m "not lab" tests
+
+bench: $(STAMP)
+	$(PY) bench/bench_radix.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+include vm/Makefile.lab

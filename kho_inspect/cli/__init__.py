@@ -1,0 +1,148 @@
+"""
+Command line interface
+----------------------
+
+``kho-inspect`` is a click group. Global options choose the target
+(``--core``, ``--qemu``, ``--vmlinux``); each subcommand lives in a module of
+this package named after its concept and only wires walkers, checks and
+renderers together.
+
+Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage.
+"""
+
+import functools
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence
+
+import click
+import drgn
+
+from kho_inspect import __version__
+from kho_inspect.errors import (
+    EXIT_CANNOT_INSPECT,
+    EXIT_OK,
+    EXIT_USAGE,
+    KhoInspectError,
+)
+from kho_inspect.render import FORMATS
+from kho_inspect.target import TargetSpec, open_program
+
+__all__ = ("Session", "cli", "main", "run", "output_options", "pass_session")
+
+MAIN_EPILOG = """\b
+Targets (debug info is searched in the usual places unless --vmlinux is given):
+  kho-inspect memblock                          # the running kernel, via /proc/kcore
+  kho-inspect --core vmcore --vmlinux vmlinux memblock
+  kho-inspect --qemu /tmp/qmp.sock --vmlinux vmlinux kho scratch
+\b
+Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage error.
+"""
+
+
+@dataclass
+class Session:
+    """Per-invocation state: the target and, once opened, its program.
+
+    Tests and batch runners pass a ready ``program`` (for example a synthetic
+    kernel) as click's ``obj``.
+    """
+
+    spec: TargetSpec = field(default_factory=TargetSpec)
+    debug: bool = False
+    program_: Optional[drgn.Program] = None
+
+    def program(self) -> drgn.Program:
+        if self.program_ is None:
+            self.program_ = open_program(self.spec)
+        return self.program_
+
+
+pass_session = click.make_pass_decorator(Session, ensure=True)
+
+
+def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--format text|markdown|json`` and its short form ``--json``.
+
+    The wrapped command receives a single ``fmt`` argument.
+    """
+
+    @click.option("--format", "fmt_", type=click.Choice(FORMATS), default=None,
+                  help="Output format (default text).")
+    @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, fmt_: Optional[str], as_json: bool, **kwargs: Any) -> Any:
+        if as_json and fmt_ not in (None, "json"):
+            raise click.UsageError("--json conflicts with --format " + str(fmt_))
+        return func(*args, fmt="json" if as_json else (fmt_ or "text"), **kwargs)
+
+    return wrapper
+
+
+@click.group(epilog=MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--core", metavar="PATH", help="Inspect a kernel dump (vmcore, ELF, kdump).")
+@click.option("--qemu", metavar="SOCKET", help="Inspect a running QEMU guest over QMP.")
+@click.option("--vmlinux", metavar="PATH", help="vmlinux with DWARF debug info for the target.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="kho-inspect")
+@click.pass_context
+def cli(ctx: click.Context, core: Optional[str], qemu: Optional[str],
+        vmlinux: Optional[str], debug: bool) -> None:
+    """See physical memory across a Kexec HandOver and check placement rules."""
+    if core and qemu:
+        raise click.UsageError("--core and --qemu are mutually exclusive")
+    session = ctx.ensure_object(Session)
+    session.spec = TargetSpec(core=core, qemu=qemu, vmlinux=vmlinux)
+    session.debug = session.debug or debug
+
+
+def _register() -> None:
+    from kho_inspect.cli.kho import kho
+    from kho_inspect.cli.lab import lab
+    from kho_inspect.cli.memblock import memblock
+
+    for command in (memblock, kho, lab):
+        cli.add_command(command)
+
+
+_register()
+
+
+def _wants_debug(argv: Sequence[str], obj: Optional[Session]) -> bool:
+    return "--debug" in argv or bool(obj and obj.debug)
+
+
+def run(argv: Optional[Sequence[str]] = None, obj: Optional[Session] = None) -> int:
+    """Run the CLI and return its exit code instead of exiting."""
+    args: List[str] = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = cli.main(args=args, prog_name="kho-inspect", obj=obj, standalone_mode=False)
+    except KhoInspectError as e:
+        if _wants_debug(args, obj):
+            traceback.print_exc()
+        click.echo(f"kho-inspect: error: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("kho-inspect: aborted", err=True)
+        return EXIT_CANNOT_INSPECT
+    except BrokenPipeError:
+        return EXIT_OK
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None, obj: Optional[Session] = None,
+         standalone_mode: bool = True) -> int:
+    """Console entry point: run the CLI and exit with its code.
+
+    With ``standalone_mode=False`` the code is returned instead (batch use).
+    """
+    code = run(argv, obj)
+    if standalone_mode:
+        sys.exit(code)
+    return code

@@ -1,0 +1,97 @@
+"""
+Rendering
+---------
+
+The ``kho_inspect.render`` module turns model data into text tables
+(tabulate), Markdown and JSON. Commands build one JSON-able object and a list of
+:class:`Section` (a title, a table, notes); :func:`emit` prints either.
+"""
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence, TextIO
+
+from tabulate import tabulate
+
+__all__ = (
+    "FORMATS",
+    "Section",
+    "human_size",
+    "hex_or_none",
+    "emit",
+    "dump_json",
+)
+
+FORMATS = ("text", "markdown", "json")
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def human_size(n: int) -> str:
+    """A size in binary units: exact where it divides (``2 MiB``), else 1 decimal."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    unit = 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    if value == int(value):
+        return f"{int(value)} {_UNITS[unit]}"
+    return f"{value:.1f} {_UNITS[unit]}"
+
+
+def hex_or_none(value: Optional[int]) -> str:
+    return "-" if value is None else f"{value:#x}"
+
+
+@dataclass
+class Section:
+    """One block of human output: a title, an optional table and notes."""
+
+    title: str
+    headers: Sequence[str] = ()
+    rows: List[Sequence[Any]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+def dump_json(obj: Any, out: TextIO) -> None:
+    json.dump(obj, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def _render_section(sec: Section, fmt: str) -> str:
+    parts = []
+    if fmt == "markdown":
+        parts.append(f"### {sec.title}\n")
+    else:
+        parts.append(f"{sec.title}\n{'=' * len(sec.title)}")
+    if sec.headers:
+        if sec.rows:
+            tablefmt = "github" if fmt == "markdown" else "simple"
+            parts.append(tabulate(sec.rows, headers=list(sec.headers), tablefmt=tablefmt,
+                                  disable_numparse=True))
+        else:
+            parts.append("(none)")
+    for note in sec.notes:
+        parts.append(f"> {note}" if fmt == "markdown" else note)
+    return "\n".join(parts)
+
+
+def emit(
+    fmt: str,
+    obj: Any,
+    sections: Callable[[], Sequence[Section]],
+    out: Optional[TextIO] = None,
+) -> None:
+    """Print ``obj`` as JSON, or the sections as text or Markdown.
+
+    ``sections`` is a callable so that JSON output never builds tables.
+    """
+    out = out or sys.stdout
+    if fmt == "json":
+        dump_json(obj, out)
+        return
+    blocks = [_render_section(s, fmt) for s in sections()]
+    out.write("\n\n".join(blocks) + "\n")

@@ -25,4 +25,4 @@ def test_every_command_help_shows_examples(capsys):
                  ["kho", "preserved"], ["kho", "fdt"], ["lab"], ["lab", "run"]):
         assert run([*argv, "--help"]) == 0, argv
         out = capsys.readouterr().out
-        assert "kho-inspect" in out and "Example" in out or "example" in out, argv
+        assert "kho-inspect" in out and "xample" in out, argv

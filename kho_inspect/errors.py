@@ -22,6 +22,9 @@ __all__ = (
     "TracingUnavailableError",
     "LabError",
     "InputError",
+    "IncomingTreeError",
+    "MemoryReadError",
+    "NotInKernelError",
 )
 
 EXIT_OK = 0
@@ -66,3 +69,16 @@ class LabError(KhoInspectError):
 
 class InputError(KhoInspectError):
     """An input file (snapshot, log, blob) is unreadable or malformed."""
+
+
+class IncomingTreeError(KhoInspectError):
+    """The incoming radix tree was asked for; it is not walkable after boot."""
+
+
+class MemoryReadError(KhoInspectError):
+    """Kernel memory that must be read is missing from the target (a fault)."""
+
+
+class NotInKernelError(KhoInspectError):
+    """Something named on the command line (a memblock flag or type) does not
+    exist in the target kernel."""

@@ -12,10 +12,10 @@ Flag names follow the kernel's enumerator names without their prefix
 enum does not name is kept as a hex string (``"0x100"``), never guessed.
 """
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
-from kho_inspect.ranges import Range, RangeSet
+from kho_inspect.ranges import Range, RangeMap, RangeSet
 
 __all__ = (
     "FlagTable",
@@ -109,7 +109,8 @@ class Region:
         return self.base + self.size
 
     def has_flag(self, name: str) -> bool:
-        return name in self.flags
+        """Whether the region carries ``name``; ``"NONE"`` matches a region without flags."""
+        return name in self.flags or (name == "NONE" and not self.flags)
 
     def to_json(self) -> Dict[str, Any]:
         return {"base": self.base, "size": self.size, "nid": self.nid, "flags": list(self.flags)}
@@ -137,7 +138,32 @@ class MemblockType:
 
     def ranges(self, flag: Optional[str] = None) -> RangeSet:
         """The set of addresses covered, optionally only regions with ``flag``."""
-        return RangeSet(r.range for r in self.regions if flag is None or flag in r.flags)
+        return RangeSet(r.range for r in self.regions if flag is None or r.has_flag(flag))
+
+    def region_map(self) -> RangeMap["Region"]:
+        """The regions by address, for lookups (``region_map().get(addr)``).
+
+        :raises ValueError: two regions overlap (a corrupt or stale array).
+        """
+        return RangeMap((r.range, r) for r in self.regions)
+
+    def select(self, flag: Optional[str] = None) -> "MemblockType":
+        """A copy with only the regions that carry ``flag`` (all if ``None``);
+        the kernel's header fields (``cnt``, ``max``, ``total_size``) are kept."""
+        if flag is None:
+            return self
+        return replace(self, regions=tuple(r for r in self.regions if r.has_flag(flag)))
+
+    def totals(self) -> Dict[str, Tuple[int, int]]:
+        """``(regions, bytes)`` for ``"all"`` and for each flag name present
+        (``"NONE"`` for regions without flags)."""
+        out: Dict[str, Tuple[int, int]] = {"all": (len(self.regions),
+                                                   sum(r.size for r in self.regions))}
+        for r in self.regions:
+            for f in r.flags or ("NONE",):
+                count, size = out.get(f, (0, 0))
+                out[f] = (count + 1, size + r.size)
+        return out
 
     def header_json(self) -> Dict[str, int]:
         return {"cnt": self.cnt, "max": self.max, "total_size": self.total_size}
@@ -195,6 +221,16 @@ class MemblockState:
     def memory(self) -> MemblockType:
         return self.types["memory"]
 
+    def select(self, types: Optional[Iterable[str]] = None,
+               flag: Optional[str] = None) -> "MemblockState":
+        """A copy with only ``types`` (all if ``None``), each holding only the
+        regions that carry ``flag`` (``"NONE"``: regions without flags).
+
+        :raises KeyError: a type this state does not have.
+        """
+        names = list(self.types) if types is None else list(types)
+        return replace(self, types={n: self.types[n].select(flag) for n in names})
+
     @property
     def reserved(self) -> MemblockType:
         return self.types["reserved"]
@@ -234,16 +270,5 @@ class MemblockState:
 
     def totals(self) -> Dict[str, Dict[str, int]]:
         """Bytes per type, and per flag name within each type."""
-        out: Dict[str, Dict[str, int]] = {}
-        for name, t in self.types.items():
-            per: Dict[str, int] = {"all": sum(r.size for r in t.regions)}
-            for r in t.regions:
-                for f in r.flags or ("NONE",):
-                    per[f] = per.get(f, 0) + r.size
-            out[name] = per
-        return out
-
-
-def regions_with_flag(regions: Iterable[Region], flag: str) -> List[Region]:
-    """The regions that carry ``flag``."""
-    return [r for r in regions if flag in r.flags]
+        return {name: {key: size for key, (_, size) in t.totals().items()}
+                for name, t in self.types.items()}

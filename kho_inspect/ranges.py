@@ -6,16 +6,33 @@ The ``kho_inspect.ranges`` module provides the one range type of the package,
 :class:`Range` (a half-open ``[base, base + size)`` interval of physical
 addresses), and :class:`RangeSet`, a sorted, merged, immutable set of ranges
 with the interval operations every check needs: union, intersection,
-subtraction, overlap and cover.
+subtraction, overlap and cover. :class:`RangeMap` maps disjoint ranges to
+values (a memblock region to its flags and node) and finds the value at an
+address by binary search.
 
 All operations are linear in the number of ranges, never in the number of
 bytes described.
 """
 
+from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
-__all__ = ("Range", "RangeSet", "merge_ranges")
+__all__ = ("Range", "RangeSet", "RangeMap", "merge_ranges")
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, order=True)
@@ -51,12 +68,12 @@ class Range:
         return isinstance(addr, int) and self.base <= addr < self.end
 
     def overlaps(self, other: "Range") -> bool:
-        """Whether the two ranges share at least one byte."""
-        return self.base < other.end and other.base < self.end
+        """Whether the two ranges share at least one byte (never, if one is empty)."""
+        return self.size > 0 and other.size > 0 and self.base < other.end and other.base < self.end
 
     def covers(self, other: "Range") -> bool:
-        """Whether every byte of ``other`` lies inside this range."""
-        return self.base <= other.base and other.end <= self.end
+        """Whether every byte of ``other`` lies inside this range (an empty one does)."""
+        return not other or (self.base <= other.base and other.end <= self.end)
 
     def intersect(self, other: "Range") -> "Range":
         """The common part of two ranges (an empty range if none)."""
@@ -222,3 +239,75 @@ class RangeSet:
     @classmethod
     def from_json(cls, objs: Iterable[Dict[str, Any]]) -> "RangeSet":
         return cls(Range.from_json(o) for o in objs)
+
+
+class RangeMap(Generic[V]):
+    """An immutable map from disjoint ranges to values, sorted by address.
+
+    Unlike a :class:`RangeSet`, neighbours are never merged: each range keeps
+    its own value (a memblock region and its flags, a scratch area and its
+    node). Empty ranges are dropped.
+
+    :raises ValueError: two ranges overlap.
+    """
+
+    __slots__ = ("_items", "_bases")
+
+    def __init__(self, items: Iterable[Tuple[RangeLike, V]] = ()) -> None:
+        pairs = sorted(((_as_range(r), v) for r, v in items), key=lambda item: item[0])
+        self._items: Tuple[Tuple[Range, V], ...] = tuple((r, v) for r, v in pairs if r)
+        for (a, _), (b, _) in zip(self._items, self._items[1:]):
+            if b.base < a.end:
+                raise ValueError(f"{a} and {b} overlap")
+        self._bases = [r.base for r, _ in self._items]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Tuple[Range, V]]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RangeMap) and self._items == other._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return "RangeMap({" + ", ".join(f"{r}: {v!r}" for r, v in self._items) + "})"
+
+    def find(self, addr: int) -> Optional[Tuple[Range, V]]:
+        """The range holding ``addr`` and its value, or ``None``."""
+        i = bisect_right(self._bases, addr) - 1
+        if i >= 0 and addr < self._items[i][0].end:
+            return self._items[i]
+        return None
+
+    def get(self, addr: int, default: Optional[V] = None) -> Optional[V]:
+        """The value at ``addr``, or ``default``."""
+        found = self.find(addr)
+        return default if found is None else found[1]
+
+    def __getitem__(self, addr: int) -> V:
+        found = self.find(addr)
+        if found is None:
+            raise KeyError(addr)
+        return found[1]
+
+    def __contains__(self, addr: object) -> bool:
+        return isinstance(addr, int) and self.find(addr) is not None
+
+    def overlapping(self, rng: Range) -> List[Tuple[Range, V]]:
+        """The parts of the map inside ``rng``: each range clipped to it, with its value."""
+        i = max(0, bisect_right(self._bases, rng.base) - 1)
+        out = []
+        while i < len(self._items) and self._items[i][0].base < rng.end:
+            piece = self._items[i][0].intersect(rng)
+            if piece:
+                out.append((piece, self._items[i][1]))
+            i += 1
+        return out
+
+    def range_set(self) -> RangeSet:
+        """Every address that has a value."""
+        return RangeSet(r for r, _ in self._items)

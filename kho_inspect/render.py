@@ -4,7 +4,8 @@ Rendering
 
 The ``kho_inspect.render`` module turns model data into text tables
 (tabulate), Markdown and JSON. Commands build one JSON-able object and a list of
-:class:`Section` (a title, a table, notes); :func:`emit` prints either.
+:class:`Section` (a title, a table, preformatted lines, notes); :func:`emit`
+prints either.
 """
 
 import json
@@ -48,12 +49,18 @@ def hex_or_none(value: Optional[int]) -> str:
 
 @dataclass
 class Section:
-    """One block of human output: a title, an optional table and notes."""
+    """One block of human output: a title, an optional table, notes.
+
+    ``block`` holds preformatted lines (a hex dump, device-tree source) shown
+    as they are: verbatim in text, in a fenced code block in Markdown. It
+    comes after the table and before the notes.
+    """
 
     title: str
     headers: Sequence[str] = ()
     rows: List[Sequence[Any]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    block: List[str] = field(default_factory=list)
 
 
 def dump_json(obj: Any, out: TextIO) -> None:
@@ -74,6 +81,10 @@ def _render_section(sec: Section, fmt: str) -> str:
                                   disable_numparse=True))
         else:
             parts.append("(none)")
+    if sec.block:
+        lines = "\n".join(sec.block)
+        fence = ("\n" if sec.headers else "") + f"```\n{lines}\n```"  # after a table: a blank line
+        parts.append(fence if fmt == "markdown" else lines)
     for note in sec.notes:
         parts.append(f"> {note}" if fmt == "markdown" else note)
     return "\n".join(parts)

@@ -10,6 +10,9 @@ kernel's debug info. Every failure becomes one :class:`TargetError` or
 
 Programs are cached per ``(core, qemu, vmlinux)`` within a process, so a batch
 of commands (the lab runs several per kernel) loads debug info once.
+
+It also answers the questions every walker asks of an opened program:
+:func:`kernel_release`, :func:`byteorder` and :func:`find_variable`.
 """
 
 import errno
@@ -17,7 +20,7 @@ import os
 import platform
 import struct
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import drgn
 
@@ -30,6 +33,9 @@ __all__ = (
     "debug_info_candidates",
     "elf_build_id",
     "kernel_build_id",
+    "kernel_release",
+    "byteorder",
+    "find_variable",
     "LIVE_PATHS",
 )
 
@@ -225,13 +231,6 @@ def kernel_build_id(prog: drgn.Program) -> Optional[bytes]:
     return None
 
 
-def _release(prog: drgn.Program) -> str:
-    try:
-        return prog["UTS_RELEASE"].string_().decode()
-    except (LookupError, drgn.FaultError):
-        return platform.release()
-
-
 def _try_load(prog: drgn.Program, paths: Iterable[str]) -> bool:
     try:
         prog.load_debug_info(list(paths), main=True)
@@ -245,7 +244,7 @@ def load_kernel_debug_info(prog: drgn.Program, vmlinux: Optional[str]) -> None:
 
     :raises DebugInfoError: with the reason (not found, no DWARF, wrong build).
     """
-    release = _release(prog)
+    release = kernel_release(prog) or platform.release()
     if vmlinux:
         if not os.path.exists(vmlinux):
             raise DebugInfoError(f"{vmlinux} does not exist: check the path given to --vmlinux.")
@@ -274,3 +273,39 @@ def _explain_unusable(prog: drgn.Program, vmlinux: str, release: str) -> str:
         "CONFIG_DEBUG_INFO (not a stripped or compressed image)."
     )
 
+
+# --- questions about an opened program --------------------------------------
+
+
+def kernel_release(prog: drgn.Program) -> Optional[str]:
+    """The target's ``UTS_RELEASE`` (from vmcoreinfo), or ``None`` if unknown."""
+    try:
+        return prog["UTS_RELEASE"].string_().decode(errors="replace")
+    except (LookupError, drgn.FaultError, ValueError):
+        return None
+
+
+def byteorder(prog: drgn.Program) -> str:
+    """``"little"`` or ``"big"``: the byte order of the target's integers."""
+    little = prog.platform is None or prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN
+    return "little" if little else "big"
+
+
+def find_variable(prog: drgn.Program, names: Iterable[str],
+                  filename: Optional[str] = None) -> Tuple[str, drgn.Object]:
+    """The first of ``names`` that exists, looked up in ``filename`` first.
+
+    Static variables are ambiguous without their file; a synthetic or stripped
+    program may only know them globally, hence the fallback.
+
+    :return: the name found and its object.
+    :raises LookupError: none exists.
+    """
+    names = tuple(names)
+    for name in names:
+        for where in ((filename,) if filename else ()) + (None,):
+            try:
+                return name, (prog.variable(name, where) if where else prog.variable(name))
+            except LookupError:
+                continue
+    raise LookupError(f"none of {', '.join(names)} exists")

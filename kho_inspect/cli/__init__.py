@@ -11,6 +11,7 @@ Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage.
 """
 
 import functools
+import logging
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -95,6 +96,9 @@ def cli(ctx: click.Context, core: Optional[str], qemu: Optional[str],
     session = ctx.ensure_object(Session)
     session.spec = TargetSpec(core=core, qemu=qemu, vmlinux=vmlinux)
     session.debug = session.debug or debug
+    # drgn logs warnings (e.g. "missing debugging symbols") that the error
+    # sentence already explains; show them with --debug only.
+    logging.getLogger("drgn").setLevel(logging.WARNING if session.debug else logging.ERROR)
 
 
 def _register() -> None:

@@ -1,0 +1,109 @@
+"""
+Kernel lab
+----------
+
+The ``kho_inspect.lab`` package builds a Linux kernel with KHO, LUO, test_kho
+and debug info (:mod:`~kho_inspect.lab.kernel`), a Debian sid guest root
+filesystem (:mod:`~kho_inspect.lab.rootfs`), boots them under QEMU
+(:mod:`~kho_inspect.lab.qemu`) and runs the handover scenario: preserve real
+memory, kexec with KHO, and run kho-inspect in every kernel
+(:mod:`~kho_inspect.lab.run`, guest side in ``vm/guest/``).
+
+Everything built is cached under ``~/.cache/kho-inspect/`` (or
+``$KHO_INSPECT_CACHE``), keyed by a hash of its inputs, and rebuilt only when
+missing.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Union
+
+from kho_inspect.errors import LabError
+
+__all__ = (
+    "cache_root",
+    "repo_root",
+    "vm_dir",
+    "digest",
+    "run_checked",
+    "require_tools",
+)
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+
+def cache_root() -> Path:
+    """The lab's cache directory (``$KHO_INSPECT_CACHE`` or ``~/.cache/kho-inspect``)."""
+    env = os.environ.get("KHO_INSPECT_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(xdg) / "kho-inspect"
+
+
+def repo_root() -> Path:
+    """The source checkout that holds ``vm/`` (the guest side of the lab).
+
+    :raises LabError: kho_inspect is installed without its ``vm/`` directory.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "vm" / "guest" / "init").is_file():
+        raise LabError(
+            f"The lab needs the kho-inspect source checkout (no vm/guest/init under {root}): "
+            "run it from a git clone installed with pip install -e."
+        )
+    return root
+
+
+def vm_dir() -> Path:
+    """``vm/`` of the source checkout: config fragment, package list, guest scripts."""
+    return repo_root() / "vm"
+
+
+def digest(parts: Iterable[Union[str, bytes]], length: int = 16) -> str:
+    """A short hex SHA-256 over ``parts`` (each part length-prefixed)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:length]
+
+
+def require_tools(tools: Sequence[str], hint: str = "run vm/ci-deps.sh") -> None:
+    """:raises LabError: when one of the host ``tools`` is not on ``PATH``."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise LabError(f"The lab needs {', '.join(missing)} on this machine: {hint}.")
+
+
+def run_checked(argv: Sequence[StrPath], what: str, cwd: Optional[StrPath] = None,
+                log: Optional[Path] = None, env: Optional[dict] = None) -> str:
+    """Run ``argv``; return its stdout, or raise :class:`LabError` naming ``what``.
+
+    With ``log`` the combined output goes to that file instead of being returned.
+    """
+    args: List[str] = [os.fspath(a) for a in argv]
+    try:
+        if log is not None:
+            with open(log, "w") as f:
+                proc = subprocess.run(args, cwd=cwd, env=env, stdout=f,
+                                      stderr=subprocess.STDOUT, text=True)
+            out = ""
+        else:
+            proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+            out = proc.stdout
+    except OSError as e:
+        raise LabError(f"Cannot {what}: {args[0]}: {e.strerror}.") from e
+    if proc.returncode != 0:
+        detail = _tail(log.read_text(errors="replace") if log else proc.stderr + proc.stdout)
+        where = f" (log: {log})" if log else ""
+        raise LabError(f"Cannot {what}: {args[0]} exited {proc.returncode}{where}: {detail}")
+    return out
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "no output"

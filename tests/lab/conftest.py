@@ -1,0 +1,81 @@
+"""
+The kernel lab suite: ONE handover run per test session, many assertions on it.
+
+The session fixture runs the command the issue names, on the lab kernel built
+from Debian's linux-source-7.3 (``make lab-deps`` builds it; the run builds
+anything still missing)::
+
+    kho-inspect lab run --out DIR --hops 2 --memory 6G --cores \\
+        --append "hugepagesz=1G hugepages=2 memblock=debug"
+
+Every test reads that run's artifacts. Nothing here skips: where QEMU can start
+(TCG always can) a failure to run the lab is a failure of the suite.
+
+``KHO_LAB_OUT=DIR`` keeps the artifacts in ``DIR`` (default: a pytest temp
+directory); ``KHO_LAB_REUSE=1`` with it reuses a finished run instead of
+starting a new one (for iterating on the assertions only).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+HOPS = 2
+LAB_ARGS = ("--hops", str(HOPS), "--memory", "6G", "--cores",
+            "--append", "hugepagesz=1G hugepages=2 memblock=debug")
+STAGES = tuple(f"n{i}" for i in range(HOPS + 1))
+
+
+class LabRun:
+    """A finished ``lab run``: its directory, exit code, console output and summary."""
+
+    def __init__(self, out: Path, returncode: int, output: str) -> None:
+        self.out = out
+        self.returncode = returncode
+        self.output = output
+        path = out / "summary.json"
+        self.summary: Dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def stage(self, name: str) -> Path:
+        return self.out / name
+
+    def stage_json(self, name: str) -> Dict[str, Any]:
+        return json.loads((self.out / name / "stage.json").read_text())
+
+    def guest(self, stage: str, command: str) -> Any:
+        """The in-guest ``--json`` output of ``command`` (file stem) in ``stage``."""
+        return json.loads((self.out / stage / "kho-inspect" / f"{command}.json").read_text())
+
+    def host(self, stage: str, command: str) -> Any:
+        """The host-side ``--qemu`` output of ``command`` in ``stage`` (taken at the pause)."""
+        return json.loads((self.out / stage / "host" / f"{command}.json").read_text())
+
+    @property
+    def vmlinux(self) -> str:
+        return self.summary["vmlinux"]
+
+
+def _run_lab(out: Path) -> LabRun:
+    argv = [sys.executable, "-m", "kho_inspect", "lab", "run", "--out", str(out), *LAB_ARGS]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sys.stderr.write(proc.stdout[-6000:])
+    return LabRun(out, proc.returncode, proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
+    keep = os.environ.get("KHO_LAB_OUT")
+    out = Path(keep) if keep else tmp_path_factory.mktemp("lab")
+    if keep and os.environ.get("KHO_LAB_REUSE") and (out / "summary.json").is_file():
+        return LabRun(out, 0 if json.loads((out / "summary.json").read_text())["ok"] else 1,
+                      "(reused)")
+    run = _run_lab(out)
+    assert run.summary, f"lab run wrote no summary.json (exit {run.returncode}):\n" \
+                        f"{run.output[-3000:]}"
+    return run
+

@@ -1,0 +1,562 @@
+"""Tests for kho_inspect.radix against the independent encoder in radix_encoder.py."""
+
+import re
+from typing import Dict, List, Tuple
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from radix_encoder import (
+    FULL_LEAF_4K,
+    RadixTreeEncoder,
+    encode_khoser,
+    poke_u64,
+)
+
+from kho_inspect.errors import CorruptTreeError
+from kho_inspect.radix import (
+    PreservedMemory,
+    RadixGeometry,
+    bitmap_runs,
+    coalesce_ranges,
+    decode_key,
+    decode_khoser_chunks,
+    encode_key,
+    walk_radix_tree,
+)
+from kho_inspect.ranges import Range, RangeSet
+
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TREE_ADVICE = "; the tree is corrupt or was reused, snapshot it in the kernel that preserved it"
+GiB = 1 << 30
+
+# kernel-notes C3: phys, order, key, then L5 L4 L3 L2 L1 indices and the leaf bit.
+WORKED_EXAMPLES = [
+    (0x1_0000_0000, 0, 0x10000000100000, (2, 0, 0, 0, 32, 0)),
+    (0x1_2345_6000, 0, 0x10000000123456, (2, 0, 0, 0, 36, 0x3456)),
+    (0x2_4000_0000, 9, 0x80000001200, (0, 2, 0, 0, 0, 4608)),
+    (0x4000_0000, 18, 0x400000001, (0, 0, 2, 0, 0, 1)),
+]
+
+
+def reader(pages: Dict[int, bytes]):
+    """A read_page over a page dict that counts reads per page."""
+    counts: Dict[int, int] = {}
+
+    def read_page(phys: int) -> bytes:
+        counts[phys] = counts.get(phys, 0) + 1
+        return pages[phys]
+
+    read_page.counts = counts  # type: ignore[attr-defined]
+    return read_page
+
+
+def build(blocks, node_base=0x7000_0000, page_shift=12):
+    enc = RadixTreeEncoder(node_base=node_base, page_shift=page_shift)
+    for phys, order in blocks:
+        enc.add(phys, order)
+    return enc, enc.pages()
+
+
+def expected_ranges(runs: List[Tuple[int, int, int]], page_shift: int = 12):
+    """Walk-ordered ranges from (phys, count, order) runs, merged with RangeSet."""
+    by_order: Dict[int, List[Range]] = {}
+    for phys, count, order in runs:
+        by_order.setdefault(order, []).append(Range(phys, count << (page_shift + order)))
+    return [
+        (r.base, r.size, order)
+        for order in sorted(by_order, reverse=True)
+        for r in RangeSet(by_order[order])
+    ]
+
+
+# --- geometry and keys ------------------------------------------------------
+
+
+def test_geometry_4k():
+    g = RadixGeometry()
+    assert (g.key_width, g.table_entries, g.bitmap_bits, g.max_depth) == (53, 512, 32768, 6)
+    assert g.root_level == 5
+    assert [g.level_shift(lvl) for lvl in range(5, 0, -1)] == [51, 42, 33, 24, 15]
+
+
+@pytest.mark.parametrize(
+    "page_shift, key_width, entries, bits, depth",
+    [(14, 51, 2048, 1 << 17, 5), (16, 49, 8192, 1 << 19, 4)],
+)
+def test_geometry_other_page_sizes(page_shift, key_width, entries, bits, depth):
+    g = RadixGeometry(page_shift)
+    assert (g.key_width, g.table_entries, g.bitmap_bits, g.max_depth) == (
+        key_width, entries, bits, depth,
+    )
+
+
+@pytest.mark.parametrize("phys, order, key, indices", WORKED_EXAMPLES)
+def test_worked_examples(phys, order, key, indices):
+    assert encode_key(phys, order) == key
+    assert decode_key(key) == (phys, order)
+    assert RadixGeometry().indices(key) == indices
+
+
+@pytest.mark.parametrize("key", [0, 1 << 53, (1 << 60) | 5, -1])
+def test_decode_rejects_invalid_keys(key):
+    with pytest.raises(ValueError, match="not a valid 53-bit radix key"):
+        decode_key(key)
+
+
+@pytest.mark.parametrize("phys, order", [(0x1000, 1), (0x1001, 0), (0, 53), (0, -1), (1 << 64, 0)])
+def test_encode_rejects_bad_blocks(phys, order):
+    with pytest.raises(ValueError):
+        encode_key(phys, order)
+
+
+@given(st.integers(0, 52).flatmap(
+    lambda o: st.tuples(st.integers(0, (1 << (52 - o)) - 1).map(lambda i: i << (12 + o)),
+                        st.just(o))))
+@SETTINGS
+def test_key_round_trip(block):
+    phys, order = block
+    key = encode_key(phys, order)
+    assert 0 < key < 1 << 53
+    assert decode_key(key) == (phys, order)
+
+
+def test_order_bit_position():
+    # The order bit sits at 52 - order: L5 index 2 is order 0, 1 is order 1, 0 is >= 2.
+    g = RadixGeometry()
+    assert [g.indices(encode_key(0, o))[0] for o in range(4)] == [2, 1, 0, 0]
+
+
+# --- bitmap runs and coalescing ---------------------------------------------
+
+
+def naive_runs(bitmap: bytes) -> List[Tuple[int, int]]:
+    bits = [bitmap[i // 8] >> (i % 8) & 1 for i in range(len(bitmap) * 8)]
+    runs, start = [], None
+    for i, b in enumerate(bits + [0]):
+        if b and start is None:
+            start = i
+        elif not b and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+@given(st.binary(min_size=64, max_size=64) | st.lists(
+    st.sampled_from([b"\x00" * 8, b"\xff" * 8, b"\x55" * 8, b"\x80" + b"\x00" * 7,
+                     b"\x00" * 7 + b"\x01", b"\xf0" + b"\xff" * 7]),
+    min_size=1, max_size=16).map(b"".join))
+@SETTINGS
+def test_bitmap_runs_match_bit_by_bit(bitmap):
+    assert bitmap_runs(bitmap) == naive_runs(bitmap)
+
+
+def test_bitmap_runs_edges():
+    assert bitmap_runs(bytes(4096)) == []
+    assert bitmap_runs(FULL_LEAF_4K) == [(0, 32768)]
+    assert bitmap_runs(b"\x01" + bytes(7)) == [(0, 1)]
+    assert bitmap_runs(bytes(7) + b"\x80") == [(63, 64)]
+    assert bitmap_runs(bytes(7) + b"\x80\x01" + bytes(7)) == [(63, 65)]
+
+
+def test_coalesce_ranges():
+    triples = [(0x3000, 0x1000, 0), (0x1000, 0x1000, 0), (0x2000, 0x1000, 0),
+               (0x200000, 0x200000, 9), (0x400000, 0x1000, 0), (0x3800, 0x1000, 0)]
+    assert coalesce_ranges(triples) == [
+        (0x200000, 0x200000, 9),
+        (0x1000, 0x3800, 0),
+        (0x400000, 0x1000, 0),
+    ]
+    assert all(type(r) is tuple for r in coalesce_ranges(triples))
+
+
+# --- walking trees built by the independent encoder -------------------------
+
+
+def test_walk_worked_examples():
+    blocks = [(p, o) for p, o, _, _ in WORKED_EXAMPLES]
+    enc, pages = build(blocks)
+    read = reader(pages)
+    res = walk_radix_tree(read, enc.root, keys=True)
+    # Larger orders first, ascending address within an order.
+    assert res.ranges == (
+        (0x4000_0000, GiB, 18),
+        (0x2_4000_0000, 2 << 20, 9),
+        (0x1_0000_0000, 0x1000, 0),
+        (0x1_2345_6000, 0x1000, 0),
+    )
+    assert res.keys == (0x400000001, 0x80000001200, 0x10000000100000, 0x10000000123456)
+    assert res.histogram == {18: 1, 9: 1, 0: 2}
+    assert res.total_blocks == 4
+    assert res.total_bytes == GiB + (2 << 20) + 0x2000
+    assert res.bytes_by_order() == {18: GiB, 9: 2 << 20, 0: 0x2000}
+    assert res.of_order(0) == res.ranges[2:]
+    assert set(res.tree_pages) == set(enc.alloc.allocated)
+    assert res.tree_pages[0] == enc.root
+    assert read.counts == {p: 1 for p in pages}
+    assert res.footprint().total == len(pages) * 4096
+
+
+def test_walk_empty_tree():
+    enc, pages = build([])
+    res = walk_radix_tree(pages.__getitem__, enc.root, keys=True)
+    assert res == PreservedMemory(ranges=(), tree_pages=(enc.root,), histogram={}, keys=())
+
+
+def test_full_leaves_coalesce_across_leaves_and_tables():
+    # 1 GiB + 4 KiB of order-0 pages starting 4 KiB before a 64 GiB (L2) boundary.
+    enc = RadixTreeEncoder()
+    start = 64 * GiB - 0x1000
+    enc.add_blocks(start, (GiB >> 12) + 1, 0)
+    pages = enc.pages()
+    read = reader(pages)
+    res = walk_radix_tree(read, enc.root)
+    assert res.ranges == ((start, GiB + 0x1000, 0),)
+    assert res.histogram == {0: (GiB >> 12) + 1}
+    assert list(res.tree_pages) == enc.alloc.allocated
+    assert sum(read.counts.values()) == len(pages)
+
+
+def runs_strategy(max_index_bits: int = 24):
+    """Disjoint runs (phys, count, order) of naturally aligned blocks."""
+    run = st.tuples(
+        st.sampled_from([0, 0, 0, 1, 2, 9, 10, 11, 18, 19]),
+        st.integers(0, (1 << max_index_bits) - 1),
+        st.one_of(st.integers(1, 40), st.integers(32700, 33000)),
+    )
+
+    def disjoint(raw):
+        taken: List[Range] = []
+        out = []
+        for order, index, count in raw:
+            shift = 12 + order
+            count = min(count, max(1, (1 << 18) >> order))  # keep runs below 1 TiB
+            r = Range((index >> order) << shift, count << shift)
+            if r.end <= 1 << 52 and not any(r.overlaps(t) for t in taken):
+                taken.append(r)
+                out.append((r.base, count, order))
+        return out
+
+    return st.lists(run, max_size=12).map(disjoint)
+
+
+@given(runs_strategy(), st.sampled_from([0x7000_0000, 0x1_0000_0000_0000]))
+@SETTINGS
+def test_round_trip_random_sets(runs, node_base):
+    enc = RadixTreeEncoder(node_base=node_base)
+    keys = set()
+    for phys, count, order in sorted(runs, key=lambda r: encode_key(r[0], r[2])):
+        first = enc.add_blocks(phys, count, order)
+        keys.update(range(first, first + count))
+    pages = enc.pages()
+    read = reader(pages)
+    res = walk_radix_tree(read, enc.root, keys=True)
+    # Same keys, in the kernel's walk order (ascending key).
+    assert res.keys == tuple(sorted(keys))
+    assert {decode_key(k) for k in res.keys} == {
+        (phys + (i << (12 + order)), order) for phys, count, order in runs for i in range(count)
+    }
+    assert list(res.ranges) == expected_ranges(runs)
+    # Keys were added in ascending order, so allocation order is visit order.
+    assert list(res.tree_pages) == enc.alloc.allocated
+    assert read.counts == {p: 1 for p in pages}
+    orders = sorted({o for *_, o in runs}, reverse=True)
+    assert res.histogram == {o: sum(c for _, c, oo in runs if oo == o) for o in orders}
+
+
+@given(runs_strategy(), st.randoms(use_true_random=False))
+@SETTINGS
+def test_insertion_order_does_not_matter(runs, rnd):
+    rnd.shuffle(runs)
+    enc = RadixTreeEncoder()
+    for phys, count, order in runs:
+        enc.add_blocks(phys, count, order)
+    res = walk_radix_tree(enc.pages().__getitem__, enc.root)
+    assert list(res.ranges) == expected_ranges(runs)
+    assert sorted(res.tree_pages) == sorted(enc.alloc.allocated)
+
+
+@pytest.mark.parametrize("page_shift", [14, 16])
+@given(data=st.data())
+@settings(max_examples=15, deadline=None)
+def test_other_page_sizes(page_shift, data):
+    orders = data.draw(st.lists(st.sampled_from([0, 1, 5, 13]), max_size=6))
+    runs, taken = [], RangeSet()
+    for order in orders:
+        shift = page_shift + order
+        index = data.draw(st.integers(0, 1 << 20))
+        count = data.draw(st.integers(1, 3))
+        r = Range(index << shift, count << shift)
+        if not taken.overlaps(r):
+            taken = taken | RangeSet([r])
+            runs.append((r.base, count, order))
+    enc = RadixTreeEncoder(page_shift=page_shift)
+    for phys, count, order in runs:
+        enc.add_blocks(phys, count, order)
+    res = walk_radix_tree(enc.pages().__getitem__, enc.root, page_shift=page_shift, keys=True)
+    assert list(res.ranges) == expected_ranges(runs, page_shift)
+    assert {decode_key(k, page_shift) for k in res.keys} == {
+        (p + (i << (page_shift + o)), o) for p, c, o in runs for i in range(c)
+    }
+
+
+def test_big_endian_target():
+    blocks = [(p, o) for p, o, _, _ in WORKED_EXAMPLES] + [(0x1_0000_1000, 0)]
+    enc, _ = build(blocks)
+    little = walk_radix_tree(enc.pages().__getitem__, enc.root, keys=True)
+    big = walk_radix_tree(enc.pages("big").__getitem__, enc.root, keys=True, byteorder="big")
+    assert big == little
+
+
+def test_huge_orders_under_the_zero_prefix():
+    # Orders >= 38 put the order bit inside the leaf of root[0] -> ... -> L1[0],
+    # so one leaf holds keys of several orders.
+    blocks = [(0, 52), (1 << 63, 51), (0, 40), (1 << 62, 40), (3 << 62, 50)]
+    enc, pages = build(sorted(blocks, key=lambda b: encode_key(*b)))
+    res = walk_radix_tree(pages.__getitem__, enc.root, keys=True)
+    assert [decode_key(k) for k in res.keys] == sorted(blocks, key=lambda b: (-b[1], b[0]))
+    assert {(phys, order) for phys, _, order in res.ranges} == set(blocks)
+
+
+# --- corruption -------------------------------------------------------------
+
+# The worked-example tree: root[2] -> L4[0] -> L3[0] -> L2[0] -> L1[32] leads to
+# the leaf of 0x1_0000_0000.
+L1_PATH = "root[2] -> L4[0] -> L3[0] -> L2[0] -> L1[32]"
+
+
+def example_tree():
+    enc, pages = build([(0x1_0000_0000, 0), (0x2_4000_0000, 9)])
+    g = RadixGeometry()
+    tables = [enc.root]
+    for index in g.indices(encode_key(0x1_0000_0000, 0))[:-1]:
+        entry = int.from_bytes(pages[tables[-1]][8 * index:8 * index + 8], "little")
+        tables.append(entry)
+    return enc, pages, tables  # tables: root, L4, L3, L2, L1, leaf
+
+
+def corrupt_walk(pages, root, **kwargs):
+    read = reader(pages)
+    with pytest.raises(CorruptTreeError) as info:
+        walk_radix_tree(read, root, **kwargs)
+    assert all(n == 1 for n in read.counts.values()), "a page was read twice"
+    return str(info.value)
+
+
+def test_misaligned_entry_names_the_path():
+    enc, pages, tables = example_tree()
+    poke_u64(pages, tables[4] + 8 * 32, 0x1234)
+    assert corrupt_walk(pages, enc.root) == (
+        f"{L1_PATH}: entry 0x1234 is not page aligned{TREE_ADVICE}"
+    )
+
+
+def test_cycle_back_to_root():
+    enc, pages, tables = example_tree()
+    poke_u64(pages, tables[4] + 8 * 32, enc.root)
+    msg = corrupt_walk(pages, enc.root)
+    assert msg.startswith(f"{L1_PATH}: entry {enc.root:#x} points to a page already visited "
+                          "at the root;")
+
+
+def test_cycle_at_a_table_level():
+    enc, pages, tables = example_tree()
+    poke_u64(pages, tables[1] + 8 * 7, tables[1])  # L4[7] -> the L4 table itself
+    msg = corrupt_walk(pages, enc.root)
+    assert msg.startswith(f"root[2] -> L4[7]: entry {tables[1]:#x} points to a page already "
+                          "visited at root[2];")
+
+
+def test_shared_leaf():
+    enc, pages, tables = example_tree()
+    poke_u64(pages, tables[4] + 8 * 40, tables[5])
+    msg = corrupt_walk(pages, enc.root)
+    assert msg.startswith(f"root[2] -> L4[0] -> L3[0] -> L2[0] -> L1[40]: entry {tables[5]:#x} "
+                          f"points to a page already visited at {L1_PATH};")
+
+
+@pytest.mark.parametrize("as_callable", [False, True])
+def test_entry_outside_ram(as_callable):
+    enc, pages, tables = example_tree()
+    ram = RangeSet([Range(0x7000_0000, 0x10_0000)])
+    res = walk_radix_tree(pages.__getitem__, enc.root, ram=ram)
+    assert res.total_blocks == 2
+    poke_u64(pages, tables[4] + 8 * 32, 0x9000_0000)
+    pages[0x9000_0000] = FULL_LEAF_4K
+    check = (lambda p: p in ram) if as_callable else ram
+    assert corrupt_walk(pages, enc.root, ram=check) == (
+        f"{L1_PATH}: entry 0x90000000 points outside RAM{TREE_ADVICE}"
+    )
+
+
+def test_root_outside_ram_or_misaligned():
+    enc, pages, _ = example_tree()
+    assert corrupt_walk(pages, enc.root, ram=RangeSet([Range(0, 0x1000)])).startswith(
+        f"root: table address {enc.root:#x} points outside RAM;"
+    )
+    assert corrupt_walk(pages, enc.root + 8).startswith(
+        f"root: table address {enc.root + 8:#x} is not page aligned;"
+    )
+
+
+def test_over_wide_key():
+    enc, pages, tables = example_tree()
+    poke_u64(pages, enc.root + 8 * 4, tables[1])
+    assert corrupt_walk(pages, enc.root) == (
+        f"root[4]: entry {tables[1]:#x} would hold keys wider than 53 bits{TREE_ADVICE}"
+    )
+
+
+def test_key_zero():
+    enc, pages = build([(1 << 62, 40)])  # key 0x1004: in the leaf holding key 0
+    leaf = enc.alloc.allocated[-1]
+    poke_u64(pages, leaf, 1 | int.from_bytes(pages[leaf][:8], "little"))
+    assert corrupt_walk(pages, enc.root) == (
+        "root[0] -> L4[0] -> L3[0] -> L2[0] -> L1[0] -> bit[0]: key 0 is not a valid radix key"
+        + TREE_ADVICE
+    )
+
+
+def test_read_failure_names_the_path_and_keeps_the_cause():
+    enc, pages, tables = example_tree()
+    del pages[tables[5]]
+    with pytest.raises(CorruptTreeError) as info:
+        walk_radix_tree(pages.__getitem__, enc.root)
+    assert str(info.value).startswith(f"{L1_PATH}: cannot read page {tables[5]:#x} (")
+    assert isinstance(info.value.__cause__, KeyError)
+    with pytest.raises(CorruptTreeError, match=r"^root: cannot read page 0x1000 \("):
+        walk_radix_tree(pages.__getitem__, 0x1000)
+
+
+def test_short_read():
+    enc, pages, tables = example_tree()
+    pages[tables[3]] = pages[tables[3]][:100]
+    with pytest.raises(CorruptTreeError, match=re.escape(
+            f"root[2] -> L4[0] -> L3[0]: read of page {tables[3]:#x} returned 100 bytes")):
+        walk_radix_tree(pages.__getitem__, enc.root)
+
+
+def test_corrupt_tree_error_is_one_sentence():
+    enc, pages, tables = example_tree()
+    poke_u64(pages, tables[4] + 8 * 32, 0x1234)
+    msg = corrupt_walk(pages, enc.root)
+    assert "\n" not in msg and msg.count(". ") == 0
+
+
+# --- kho-v1 chunk lists -----------------------------------------------------
+
+
+def blocks_of(runs):
+    return [(p + (i << (12 + o)), o) for p, count, o in runs for i in range(count)]
+
+
+@given(runs_strategy(max_index_bits=22).map(
+    lambda runs: [(p, min(c, 70), o) for p, c, o in runs]))
+@SETTINGS
+def test_khoser_round_trip_matches_the_radix_walk(runs):
+    blocks = blocks_of(runs)
+    image = encode_khoser(blocks)
+    read = reader(image.pages)
+    res = decode_khoser_chunks(read, image.first)
+    assert list(res.ranges) == expected_ranges(runs)
+    assert res.tree_pages == tuple(image.chunks)
+    assert res.bitmaps == tuple(image.bitmaps)
+    assert read.counts == {p: 1 for p in image.pages}
+    enc, pages = build(blocks)
+    radix = walk_radix_tree(pages.__getitem__, enc.root)
+    assert (res.ranges, res.histogram) == (radix.ranges, radix.histogram)
+
+
+def test_khoser_many_bitmaps_span_chunks():
+    # 300 bitmaps of order 0 (one block each, 16 MiB apart) need two chunks.
+    blocks = [(i << 24, 0) for i in range(300)] + [(0x4000_0000, 18)]
+    image = encode_khoser(blocks)
+    res = decode_khoser_chunks(image.pages.__getitem__, image.first)
+    assert len(image.chunks) == 3 and len(res.bitmaps) == 301
+    assert res.histogram == {18: 1, 0: 300}
+    assert res.ranges[0] == (0x4000_0000, GiB, 18)
+    assert res.footprint().total == 3 * 4096 + 301 * 512
+
+
+def test_khoser_empty():
+    res = decode_khoser_chunks(lambda p: pytest.fail("no read expected"), 0)
+    assert (res.ranges, res.tree_pages, res.histogram) == ((), (), {})
+
+
+CHUNK_ADVICE = (
+    "; the chunk list is corrupt or was freed, snapshot it in the kernel that finalized it"
+)
+
+
+def khoser_error(image, **kwargs) -> str:
+    with pytest.raises(CorruptTreeError) as info:
+        decode_khoser_chunks(image.pages.__getitem__, image.first, **kwargs)
+    return str(info.value)
+
+
+def two_chunk_image():
+    return encode_khoser([(0x1000, 0), (0x4000_0000, 18)])
+
+
+def test_khoser_cycle():
+    image = two_chunk_image()
+    first, second = image.chunks
+    poke_u64(image.pages, second, first)
+    assert khoser_error(image) == (
+        f"chunk[1].hdr.next: chunk address {first:#x} loops back to chunk[0]{CHUNK_ADVICE}"
+    )
+
+
+def test_khoser_num_elms_over_capacity():
+    image = two_chunk_image()
+    page = bytearray(image.pages[image.chunks[0]])
+    page[12:16] = (256).to_bytes(4, "little")
+    image.pages[image.chunks[0]] = bytes(page)
+    assert khoser_error(image) == f"chunk[0]: num_elms 256 exceeds the capacity 255{CHUNK_ADVICE}"
+
+
+def test_khoser_misaligned_pointers():
+    image = two_chunk_image()
+    poke_u64(image.pages, image.chunks[0], image.chunks[1] + 0x10)
+    assert khoser_error(image).startswith(
+        f"chunk[0].hdr.next: chunk address {image.chunks[1] + 0x10:#x} is not page aligned;"
+    )
+    image = two_chunk_image()
+    poke_u64(image.pages, image.chunks[0] + 24, image.bitmaps[0] + 8)
+    assert khoser_error(image).startswith(
+        f"chunk[0].bitmaps[0]: bitmap_phys {image.bitmaps[0] + 8:#x} is not 512-byte aligned;"
+    )
+    image = two_chunk_image()
+    poke_u64(image.pages, image.chunks[1] + 16, 0x1000_0000)  # order 18: 4 TiB multiples
+    assert khoser_error(image).startswith(
+        "chunk[1].bitmaps[0]: phys_start 0x10000000 is not a multiple of 0x40000000000;"
+    )
+
+
+def test_khoser_outside_ram_duplicate_and_unreadable():
+    image = two_chunk_image()
+    ram = RangeSet([Range(image.chunks[0], 0x2000)])
+    assert khoser_error(image, ram=ram).startswith(
+        f"chunk[0].bitmaps[0]: bitmap_phys {image.bitmaps[0]:#x} points outside RAM;"
+    )
+    image = two_chunk_image()
+    poke_u64(image.pages, image.chunks[1] + 24, image.bitmaps[0])
+    assert khoser_error(image).startswith(
+        f"chunk[1].bitmaps[0]: bitmap_phys {image.bitmaps[0]:#x} is already used by "
+        "chunk[0].bitmaps[0];"
+    )
+    image = encode_khoser([(0x1000, 0), (0x800_0000, 0)])  # two order-0 bitmaps, one chunk
+    poke_u64(image.pages, image.chunks[0] + 32, 0)  # bitmaps[1].phys_start = bitmaps[0]'s
+    assert khoser_error(image).startswith(
+        "chunk[0].bitmaps[1]: phys_start 0x0 of order 0 repeats chunk[0].bitmaps[0];"
+    )
+    image = two_chunk_image()
+    del image.pages[image.chunks[1]]
+    with pytest.raises(CorruptTreeError) as info:
+        decode_khoser_chunks(image.pages.__getitem__, image.first)
+    assert str(info.value).startswith(
+        f"chunk[0].hdr.next: cannot read page {image.chunks[1]:#x} ("
+    )
+    assert isinstance(info.value.__cause__, KeyError)

@@ -1,0 +1,376 @@
+"""
+The kho-inspect lab handover scenario (guest side).
+
+Runs once per kernel, started by vm/guest/init with the run's configuration
+(``/lab/out/lab.json``, written by ``kho-inspect lab run``). The stage number
+comes from ``/lab/out/state.json`` (absent on the cold boot). In stage ``nK``:
+
+1. in a KHO boot (K > 0): retrieve the memfd that stage K-1 preserved through
+   ``/dev/liveupdate`` and verify every byte, then FINISH its session;
+2. if another hop follows: preserve a fresh memfd with a known pattern in a new
+   LUO session whose file descriptor stays open through the kexec;
+3. copy ``/sys/kernel/debug/memblock/*`` and ``/sys/kernel/debug/kho/**``, then
+   run the kho-inspect commands in this process (debug info loaded once);
+4. write ``nK/stage.json`` with the facts the host judges (release, KHO boot,
+   test_kho, memfd, reserve_mem, command exit codes) and ``nK/dmesg.txt``;
+5. with cores: create ``nK/.paused`` and wait for the host's ``nK/.resume``
+   (the host dumps the guest and inspects it over QMP meanwhile);
+6. ``kexec -s -l`` the same kernel with the same command line and ``kexec -e``,
+   or return (init powers off) after the last hop.
+
+Runs under the guest's Debian python3 with only the standard library, drgn and
+kho-inspect (from the source share).
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+OUT = Path("/lab/out")
+DEBUGFS = Path("/sys/kernel/debug")
+HUGEPAGES = Path("/sys/kernel/mm/hugepages")
+BLOCK = 4096
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# include/uapi/linux/liveupdate.h: every ioctl is _IO(0xBA, nr); structs start with u32 size.
+LIVEUPDATE_DEV = "/dev/liveupdate"
+IOCTL_CREATE_SESSION = 0xBA00
+IOCTL_RETRIEVE_SESSION = 0xBA01
+IOCTL_PRESERVE_FD = 0xBA40
+IOCTL_RETRIEVE_FD = 0xBA41
+IOCTL_FINISH = 0xBA42
+SESSION_STRUCT = struct.Struct("<Ii64s")  # size, fd (out), name[64]
+FD_STRUCT = struct.Struct("<IiQ")  # size, fd, aligned_u64 token
+FINISH_STRUCT = struct.Struct("<II")  # size, reserved
+MEMFD_TOKEN = 0x4B484F49  # "KHOI"
+
+# Kept open until kexec: closing a session fd unpreserves its files.
+_KEEP = []
+
+
+def say(stage, msg):
+    print(f"KHO-LAB: {stage}: {msg}", flush=True)
+
+
+def session_name(stage_index):
+    return f"khoinspect-n{stage_index}"
+
+
+def pattern_block(name, index):
+    """Block ``index`` of the memfd preserved by session ``name``: 4 KiB, never all zero."""
+    return hashlib.sha256(f"{name}:{index}".encode()).digest() * (BLOCK // 32)
+
+
+def pattern(name, size):
+    return b"".join(pattern_block(name, i) for i in range(size // BLOCK))
+
+
+# --- LUO memfd ----------------------------------------------------------------------------
+
+def _session_ioctl(dev_fd, request, name):
+    buf = bytearray(SESSION_STRUCT.pack(SESSION_STRUCT.size, -1, name.encode()))
+    fcntl.ioctl(dev_fd, request, buf, True)
+    return SESSION_STRUCT.unpack(buf)[1]
+
+
+def _fd_ioctl(session_fd, request, fd, token):
+    buf = bytearray(FD_STRUCT.pack(FD_STRUCT.size, fd, token))
+    fcntl.ioctl(session_fd, request, buf, True)
+    return FD_STRUCT.unpack(buf)[1]
+
+
+def open_liveupdate():
+    return os.open(LIVEUPDATE_DEV, os.O_RDWR)
+
+
+def preserve_memfd(dev_fd, name, size):
+    """Create a memfd holding the pattern and preserve it in a new session ``name``."""
+    memfd = os.memfd_create(name, 0)
+    data = pattern(name, size)
+    os.ftruncate(memfd, size)
+    os.pwrite(memfd, data, 0)
+    session_fd = _session_ioctl(dev_fd, IOCTL_CREATE_SESSION, name)
+    _fd_ioctl(session_fd, IOCTL_PRESERVE_FD, memfd, MEMFD_TOKEN)
+    _KEEP.extend([memfd, session_fd])
+    return {"session": name, "token": MEMFD_TOKEN, "size": size,
+            "sha256": hashlib.sha256(data).hexdigest(), "preserved": True,
+            "pfn_runs": memfd_pfn_runs(memfd, size)}
+
+
+def memfd_pfn_runs(memfd, size):
+    """``[[pfn, pages], ...]`` backing the memfd, from /proc/self/pagemap (an oracle
+    independent of KHO: bits 0-54 are the PFN when bit 63, present, is set)."""
+    import ctypes
+    import mmap
+
+    pages = size // PAGE
+    with mmap.mmap(memfd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
+        for i in range(pages):
+            m[i * PAGE]  # fault every page in
+        anchor = ctypes.c_char.from_buffer(m)
+        start = ctypes.addressof(anchor)
+        del anchor  # the mmap cannot close while a buffer export exists
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(start // PAGE * 8)
+            raw = f.read(pages * 8)
+    runs = []
+    for (entry,) in struct.iter_unpack("<Q", raw):
+        if not entry >> 63:
+            raise RuntimeError("a memfd page is not present in pagemap")
+        pfn = entry & ((1 << 55) - 1)
+        if runs and runs[-1][0] + runs[-1][1] == pfn:
+            runs[-1][1] += 1
+        else:
+            runs.append([pfn, 1])
+    return runs
+
+
+
+def _read_all(fd, size):
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(fd, min(1 << 22, size - offset), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def retrieve_memfd(dev_fd, name, size):
+    """Retrieve session ``name``'s memfd, compare it with the pattern, FINISH the session."""
+    session_fd = _session_ioctl(dev_fd, IOCTL_RETRIEVE_SESSION, name)
+    memfd = _fd_ioctl(session_fd, IOCTL_RETRIEVE_FD, -1, MEMFD_TOKEN)
+    actual_size = os.fstat(memfd).st_size
+    data = _read_all(memfd, actual_size)
+    bad = [i for i in range(size // BLOCK)
+           if data[i * BLOCK:(i + 1) * BLOCK] != pattern_block(name, i)]
+    fcntl.ioctl(session_fd, IOCTL_FINISH, bytearray(FINISH_STRUCT.pack(FINISH_STRUCT.size, 0)),
+                True)
+    os.close(memfd)
+    os.close(session_fd)
+    return {"session": name, "token": MEMFD_TOKEN, "size": actual_size,
+            "sha256": hashlib.sha256(data).hexdigest(), "bad_blocks": len(bad),
+            "first_bad_block": bad[0] if bad else None,
+            "verified": actual_size == size and not bad}
+
+
+# --- collection ---------------------------------------------------------------------------
+
+def copy_tree(src, dst):
+    """Copy a debugfs directory, reading every file as bytes (blobs stay binary)."""
+    errors = []
+    for root, _dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            try:
+                (dst / rel / name).write_bytes((Path(root) / name).read_bytes())
+            except OSError as e:
+                errors.append(f"{rel / name}: {e.strerror}")
+    return errors
+
+
+def hugepage_counters():
+    out = {}
+    for d in sorted(HUGEPAGES.glob("hugepages-*")):
+        out[d.name] = {f: int((d / f).read_text()) for f in
+                       ("nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages")
+                       if (d / f).exists()}
+    return out
+
+
+def dmesg_text():
+    try:
+        return subprocess.run(["dmesg"], capture_output=True, text=True, check=True,
+                              errors="replace").stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"dmesg failed: {e}\n"
+
+
+def test_kho_result(dmesg, stage_dir):
+    if "test_kho: KHO restore succeeded" in dmesg:
+        return "restore succeeded"
+    if "test_kho: KHO restore failed" in dmesg:
+        return "restore failed"
+    if (stage_dir / "kho" / "out" / "sub_fdts" / "kho_test").exists():
+        return "preserved"
+    return "absent"
+
+
+def reserve_mem_from_drgn(vmlinux, name):
+    """``reserved_mem_table`` entry ``name`` read with the program kho-inspect opened."""
+    from kho_inspect.target import TargetSpec, open_program
+
+    prog = open_program(TargetSpec(vmlinux=vmlinux))
+    table = prog["reserved_mem_table"]
+    for i in range(int(prog["reserved_mem_count"])):
+        entry = table[i]
+        if entry.name.string_().decode() == name:
+            return {"name": name, "start": int(entry.start), "size": int(entry.size)}
+    return None
+
+
+# --- the stage ----------------------------------------------------------------------------
+
+class Stage:
+    def __init__(self, cfg, index):
+        self.cfg = cfg
+        self.index = index
+        self.name = f"n{index}"
+        self.dir = OUT / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.result = {"stage": self.name, "index": index, "errors": [],
+                       "started_uptime": _uptime()}
+
+    def step(self, what, func, *args):
+        """Run one step; record an exception as an error instead of stopping the stage."""
+        try:
+            return func(*args)
+        except Exception as e:  # every failure must end up in stage.json
+            self.result["errors"].append(f"{what}: {type(e).__name__}: {e}")
+            traceback.print_exc()
+            say(self.name, f"{what} failed: {e}")
+            return None
+
+    def write(self):
+        (self.dir / "stage.json").write_text(json.dumps(self.result, indent=2) + "\n")
+
+    def facts(self):
+        cmdline = Path("/proc/cmdline").read_text()
+        (self.dir / "cmdline").write_text(cmdline)
+        self.result.update({
+            "release": os.uname().release,
+            "cmdline": cmdline.strip(),
+            "kho_enabled": (DEBUGFS / "kho" / "out").is_dir(),
+            "kho_boot": (DEBUGFS / "kho" / "in").is_dir(),
+        })
+
+    def memfd_in(self, dev_fd):
+        name = session_name(self.index - 1)
+        info = retrieve_memfd(dev_fd, name, self.cfg["memfd_bytes"])
+        self.result["memfd_in"] = info
+        say(self.name, f"memfd {name}: {info['size']} bytes, "
+                       f"{'verified' if info['verified'] else 'MISMATCH'}")
+
+    def memfd_out(self, dev_fd):
+        info = preserve_memfd(dev_fd, session_name(self.index), self.cfg["memfd_bytes"])
+        self.result["memfd_out"] = info
+        say(self.name, f"memfd {info['session']} preserved ({info['size']} bytes)")
+
+    def collect(self):
+        errors = []
+        for sub in ("memblock", "kho"):
+            if (DEBUGFS / sub).is_dir():
+                errors += copy_tree(DEBUGFS / sub, self.dir / sub)
+            else:
+                errors.append(f"{DEBUGFS / sub} does not exist")
+        self.result["debugfs_errors"] = errors
+        self.result["hugepages"] = hugepage_counters()
+        for f in ("meminfo", "iomem"):
+            shutil.copyfile(f"/proc/{f}", self.dir / f)
+
+    def commands(self):
+        from kho_inspect.lab.batch import run_batch
+
+        commands = list(self.cfg["commands"])
+        if self.index > 0:
+            commands += self.cfg.get("kho_boot_commands", [])
+        records = run_batch(["--vmlinux", self.cfg["vmlinux"]], commands,
+                            self.dir / "kho-inspect")
+        self.result["commands"] = {r["command"]: r["exit_code"] for r in records}
+        self.result["command_seconds"] = {r["command"]: r["seconds"] for r in records}
+
+    def reserve_mem(self, dmesg):
+        name = self.cfg["reserve_mem_name"]
+        info = {"name": name,
+                "revived": f"Revived memory reservation '{name}' from KHO" in dmesg}
+        found = self.step("read reserve_mem with drgn", reserve_mem_from_drgn,
+                          self.cfg["vmlinux"], name)
+        if found:
+            info.update(found)
+        self.result["reserve_mem"] = info
+
+    def finish_facts(self):
+        dmesg = dmesg_text()
+        (self.dir / "dmesg.txt").write_text(dmesg)
+        self.result["test_kho"] = test_kho_result(dmesg, self.dir)
+        self.reserve_mem(dmesg)
+        self.result["kho_warnings"] = len(re.findall(r"WARNING: .*kexec_handover", dmesg))
+
+    def pause(self):
+        (self.dir / ".paused").write_text(str(time.time()))
+        say(self.name, "PAUSE waiting for the host (core dump, --qemu inspection)")
+        deadline = time.monotonic() + self.cfg.get("pause_timeout", 1800)
+        while not (self.dir / ".resume").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the host never created .resume")
+            time.sleep(0.25)
+        say(self.name, "resumed")
+
+    def kexec(self):
+        bz = self.cfg["bzImage"]
+        (OUT / "state.json").write_text(json.dumps({"stage": self.index + 1}) + "\n")
+        os.sync()
+        subprocess.run(["kexec", "-s", "-l", bz, "--reuse-cmdline"], check=True)
+        self.result["kexec_loaded"] = True
+        self.result["finished_uptime"] = _uptime()
+        self.write()
+        say(self.name, f"kexec -e into n{self.index + 1}")
+        subprocess.run(["kexec", "-e"], check=True)
+        raise RuntimeError("kexec -e returned")
+
+
+def _uptime():
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def run_stage(cfg, index):
+    st = Stage(cfg, index)
+    say(st.name, f"stage start (uptime {st.result['started_uptime']} s)")
+    st.step("read kernel facts", st.facts)
+    last = index >= cfg["hops"]
+    dev_fd = st.step("open /dev/liveupdate", open_liveupdate)
+    if dev_fd is not None:
+        _KEEP.append(dev_fd)
+        if index > 0:
+            st.step("retrieve the memfd", st.memfd_in, dev_fd)
+        if not last:
+            st.step("preserve a memfd", st.memfd_out, dev_fd)
+    st.step("copy debugfs", st.collect)
+    st.step("run kho-inspect", st.commands)
+    st.step("collect the kernel log", st.finish_facts)
+    st.result["finished_uptime"] = _uptime()
+    st.write()
+    if cfg.get("cores"):
+        st.step("pause for the host", st.pause)
+    if last:
+        say(st.name, "last stage done")
+        (OUT / "state.json").write_text(json.dumps({"stage": index, "done": True}) + "\n")
+        return 0
+    st.step("kexec", st.kexec)
+    st.write()
+    return 1
+
+
+def main(argv):
+    cfg = json.loads(Path(argv[1]).read_text())
+    state_path = OUT / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"stage": 0}
+    if state.get("done"):
+        say("lab", "state.json says the run is done; nothing to do")
+        return 0
+    return run_stage(cfg, int(state["stage"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

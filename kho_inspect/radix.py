@@ -13,9 +13,11 @@ callable that returns one page of physical memory, reads every page of the
 structure exactly once, and returns a :class:`PreservedMemory`: the preserved
 memory as coalesced ``(phys, size, order)`` ranges, the structure's own pages,
 and a per-order histogram. Its cost grows with the number of tree pages and of
-discontiguities, not with the number of preserved pages: a full leaf is one
-byte comparison, and partial bitmaps are turned into runs with whole-word bit
-tricks. A malformed structure raises :class:`~kho_inspect.errors.CorruptTreeError`
+discontiguities, not with the number of preserved pages: a full or empty leaf
+is one byte comparison, and a partial leaf costs two ``bytes.translate`` passes
+plus one ``memchr`` (``bytes.find``) and a table lookup per run boundary, with
+runs carried across leaves and tables as they are found. A malformed structure
+raises :class:`~kho_inspect.errors.CorruptTreeError`
 naming the path from the root to the bad entry; the walk never loops.
 """
 
@@ -24,8 +26,8 @@ from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
 from functools import cache, cached_property, reduce
-from itertools import compress, repeat
-from operator import or_
+from itertools import compress, groupby, repeat
+from operator import itemgetter, or_
 from typing import (
     Callable,
     Dict,
@@ -63,8 +65,18 @@ RamSpec = Union[RangeSet, Callable[[int], bool], None]
 (asked for each page address), or ``None`` to accept any address."""
 
 _U64_MASK = (1 << 64) - 1
-_NONZERO_BYTES = bytes([0] + [1] * 255)  # bytes.translate table: nonzero bytes -> 1
-_BYTE_BITS = tuple(tuple(b for b in range(8) if v >> b & 1) for v in range(256))
+_TWO64 = 1 << 64
+# bytes.translate tables: one turns every byte that holds a set bit into 1, the
+# other every byte that holds a clear bit; bytes.find (memchr) on the result
+# then jumps over a whole stretch of 0x00 or 0xff bytes in one call.
+_NONZERO_BYTES = bytes([0] + [1] * 255)
+_NON_FF_BYTES = bytes([1] * 255 + [0])
+# _EDGES[c][b]: bits i of byte b that differ from the bit below them, bit -1
+# being c; the run boundaries inside byte b when the bits before it end in c.
+_EDGES = tuple(
+    tuple(tuple(i for i in range(8) if (b ^ (b << 1 | c)) >> i & 1) for b in range(256))
+    for c in (0, 1)
+)
 _TREE_ADVICE = "; the tree is corrupt or was reused, snapshot it in the kernel that preserved it"
 _READ_ADVICE = "; the tree is corrupt or the target does not contain that page"
 _CHUNK_ADVICE = (
@@ -279,32 +291,95 @@ def bitmap_runs(bitmap: bytes) -> List[Tuple[int, int]]:
     """Runs of set bits ``[start, end)`` of a little-endian bitmap, ascending.
 
     ``bitmap`` is a ``DECLARE_BITMAP`` (bit i in word i / 64) laid out as
-    little-endian words. Bits are never visited one by one: the transitions
-    ``v ^ (v << 1)`` of the whole bitmap are computed as one integer, zero
-    bytes between transitions are skipped by ``memchr`` (``bytes.find`` on a
-    0/1 copy), and each transition costs one table lookup. All-ones words
-    therefore cost nothing, and the cost grows with the number of runs.
+    little-endian words, so bit i is bit ``i % 8`` of byte ``i // 8``. Bits are
+    never visited one by one: see :func:`_scan_bitmap`, which this wraps.
     """
-    v = int.from_bytes(bitmap, "little")
-    x = v ^ (v << 1)  # bit i set where bit i differs from bit i - 1
-    xb = x.to_bytes(len(bitmap) + 1, "little")
-    find = xb.translate(_NONZERO_BYTES).find
-    edges: List[int] = []
-    append = edges.append
-    pos = find(1)
-    while pos >= 0:
-        base = pos << 3
-        for bit in _BYTE_BITS[xb[pos]]:
-            append(base + bit)
-        pos = find(1, pos + 1)
-    return list(zip(edges[0::2], edges[1::2]))
+    out: List[PreservedRange] = []
+    open_run = _scan_bitmap(_le_words(bitmap, "little"), 0, -1, out, 0, 0)
+    if open_run >= 0:
+        out.append((open_run, len(bitmap) * 8 - open_run, 0))
+    return [(start, start + size) for start, size, _ in out]
+
+
+@cache
+def _edge_tables(
+    shift: int,
+) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[Tuple[Tuple[int, ...], ...], ...]]:
+    # _EDGES with positions scaled to bytes of memory (bit i stands for
+    # i << shift), and the bytes with exactly one boundary picked out: "rise"
+    # for a byte entered between runs, "fall" for one entered inside a run;
+    # -1 marks a byte with several boundaries.
+    rise = tuple(e[0] << shift if len(e) == 1 else -1 for e in _EDGES[0])
+    fall = tuple(e[0] << shift if len(e) == 1 else -1 for e in _EDGES[1])
+    edges = tuple(tuple(tuple(i << shift for i in e) for e in by_byte) for by_byte in _EDGES)
+    return rise, fall, edges
+
+
+def _scan_bitmap(
+    bits: bytes, base: int, open_run: int, out: List[PreservedRange], shift: int, order: int
+) -> int:
+    """Append the runs of set bits of a little-endian bitmap to ``out``.
+
+    Bit ``i`` stands for the memory at ``base + (i << shift)``; each run that
+    ends inside ``bits`` is appended as ``(start, size, order)`` in those
+    units. ``open_run`` is where a run that reaches bit 0 began (``-1`` if
+    bit -1 is clear); the return value is where the run that reaches the last
+    bit began, or ``-1``, so that a caller carries runs from one bitmap to the
+    next contiguous one.
+
+    The work is per run boundary, not per bit or word: between runs,
+    ``memchr`` over a 0/1 copy of the bitmap finds the next byte holding a set
+    bit, inside a run the next byte holding a clear bit, and one table lookup
+    turns that byte into the boundary. Bytes with several boundaries (runs or
+    holes shorter than a byte) go through :func:`_byte_runs`.
+    """
+    rise, fall, edges = _edge_tables(shift)
+    byte_shift = shift + 3
+    next_set = bits.translate(_NONZERO_BYTES).find
+    next_clear = bits.translate(_NON_FF_BYTES).find
+    append = out.append
+    at = -1  # the byte that holds the last boundary found
+    while True:
+        if open_run < 0:  # find where the next run starts
+            at = next_set(1, at + 1)
+            if at < 0:
+                return -1
+            edge = rise[bits[at]]
+            if edge < 0:
+                open_run = _byte_runs(edges[0][bits[at]], base + (at << byte_shift), -1, out, order)
+                continue
+            open_run = base + (at << byte_shift) + edge
+        at = next_clear(1, at + 1)  # and where it ends
+        if at < 0:
+            return open_run
+        edge = fall[bits[at]]
+        if edge < 0:
+            at_phys = base + (at << byte_shift)
+            open_run = _byte_runs(edges[1][bits[at]], at_phys, open_run, out, order)
+        else:
+            append((open_run, base + (at << byte_shift) + edge - open_run, order))
+            open_run = -1
+
+
+def _byte_runs(
+    edges: Tuple[int, ...], at: int, open_run: int, out: List[PreservedRange], order: int
+) -> int:
+    # The boundaries of one byte, alternately run starts and ends.
+    for edge in edges:
+        if open_run < 0:
+            open_run = at + edge
+        else:
+            out.append((open_run, at + edge - open_run, order))
+            open_run = -1
+    return open_run
 
 
 def _le_words(page: bytes, byteorder: str) -> bytes:
     # Bitmaps are arrays of unsigned long; on a big-endian target reverse
     # each 64-bit word so that bit i of the bytes is bit i of the bitmap.
+    # Always bytes, which _scan_bitmap needs (read_page may return a buffer).
     if byteorder == "little":
-        return page
+        return page if isinstance(page, bytes) else bytes(page)
     words = array("Q", page)
     words.byteswap()
     return words.tobytes()
@@ -339,71 +414,75 @@ def _ram(ram: RamSpec, size: int) -> Optional[_Ram]:
     return None if ram is None else _Ram(ram, size)
 
 
-class _RangeStream:
-    # Coalesces runs of keys that arrive in ascending key order into ranges.
+def _add_runs(
+    ranges: List[PreservedRange], key: int, runs: Sequence[Tuple[int, int]], geom: RadixGeometry
+) -> None:
+    """Record keys ``key + lo .. key + hi - 1`` of each ascending ``(lo, hi)``.
 
-    def __init__(self, geom: RadixGeometry, keys: bool) -> None:
-        self._key_width = geom.key_width
-        self._page_shift = geom.page_shift
-        self._done: List[Tuple[int, int, int]] = []
-        self._start = self._end = self._order = -1  # the range still growing
-        self.histogram: Dict[int, int] = {}
-        self.keys: Optional[List[int]] = [] if keys else None
+    The per-run path, for the leaves whose keys mix orders. Keys must be valid
+    (nonzero, within the key width) and ascend across calls; the last range
+    of ``ranges`` grows when the first run continues it.
+    """
+    if not runs:
+        return
+    if (key + runs[0][0]).bit_length() == (key + runs[-1][1] - 1).bit_length():
+        _one_order(ranges, key, runs, geom)
+        return
+    # Keys of one order share a bit length; split where it changes.
+    for lo, hi in runs:
+        first, stop = key + lo, key + hi
+        while first < stop:
+            part = min(stop, 1 << first.bit_length())
+            _one_order(ranges, first, ((0, part - first),), geom)
+            first = part
 
-    def add_runs(self, key: int, runs: Sequence[Tuple[int, int]]) -> None:
-        """Record keys ``key + lo .. key + hi - 1`` of each ascending ``(lo, hi)``.
 
-        Keys must be valid (nonzero, within the key width) and come in
-        ascending order across calls.
-        """
-        if not runs:
-            return
-        if self.keys is not None:
-            for lo, hi in runs:
-                self.keys.extend(range(key + lo, key + hi))
-        if (key + runs[0][0]).bit_length() == (key + runs[-1][1] - 1).bit_length():
-            self._one_order(key, runs)
-            return
-        # Keys of one order share a bit length; split where it changes.
-        for lo, hi in runs:
-            first, stop = key + lo, key + hi
-            while first < stop:
-                part = min(stop, 1 << first.bit_length())
-                self._one_order(first, ((0, part - first),))
-                first = part
+def _one_order(
+    ranges: List[PreservedRange], key: int, runs: Sequence[Tuple[int, int]], geom: RadixGeometry
+) -> None:
+    order = geom.key_width - (key + runs[0][0]).bit_length()
+    shift = geom.page_shift + order
+    # phys(key + lo) = ((key + lo) << shift) mod 2^64, and the order bit
+    # lands exactly on bit 64, so subtracting it is the modulo.
+    base = (key << shift) - _TWO64
+    start = end = -1
+    if ranges and ranges[-1][2] == order:
+        start, size, _ = ranges.pop()
+        end = start + size
+    for lo, hi in runs:
+        phys = base + (lo << shift)
+        if phys != end:
+            if end >= 0:
+                ranges.append((start, end - start, order))
+            start = phys
+        end = base + (hi << shift)
+    ranges.append((start, end - start, order))
 
-    def _one_order(self, key: int, runs: Sequence[Tuple[int, int]]) -> None:
-        order = self._key_width - (key + runs[0][0]).bit_length()
-        shift = self._page_shift + order
-        # phys(key + lo) = ((key + lo) << shift) mod 2^64, and the order bit
-        # lands exactly on bit 64, so subtracting it is the modulo.
-        base = (key << shift) - (1 << 64)
-        start, end, current = self._start, self._end, self._order
-        done = self._done
-        blocks = 0
-        for lo, hi in runs:
-            phys = base + (lo << shift)
-            if phys != end or order != current:
-                if current >= 0:
-                    done.append((start, end - start, current))
-                start, current = phys, order
-            end = base + (hi << shift)
-            blocks += hi - lo
-        self._start, self._end, self._order = start, end, current
-        self.histogram[order] = self.histogram.get(order, 0) + blocks
 
-    def ranges(self) -> Tuple[PreservedRange, ...]:
-        """Every range so far, the growing one included."""
-        if self._order < 0:
-            return tuple(self._done)
-        return (*self._done, (self._start, self._end - self._start, self._order))
+def _histogram(ranges: Sequence[PreservedRange], page_shift: int) -> Dict[int, int]:
+    """Order -> blocks, from ranges that never overlap within an order."""
+    histogram: Dict[int, int] = {}
+    for order, group in groupby(ranges, itemgetter(2)):
+        blocks = sum(map(itemgetter(1), group)) >> (page_shift + order)
+        histogram[order] = histogram.get(order, 0) + blocks
+    return dict(sorted(histogram.items(), reverse=True))
+
+
+def _range_keys(ranges: Sequence[PreservedRange], page_shift: int) -> Tuple[int, ...]:
+    """The keys of walk-ordered ranges, in walk order (ascending)."""
+    keys: List[int] = []
+    for phys, size, order in ranges:
+        shift = page_shift + order
+        first = (1 << (64 - shift)) | (phys >> shift)
+        keys.extend(range(first, first + (size >> shift)))
+    return tuple(keys)
 
 
 class _RadixWalk:
     # One walk of a radix tree: the state behind walk_radix_tree().
 
     def __init__(
-        self, read_page: ReadPage, geom: RadixGeometry, ram: RamSpec, keys: bool, byteorder: str
+        self, read_page: ReadPage, geom: RadixGeometry, ram: RamSpec, byteorder: str
     ) -> None:
         self.read_page = read_page
         self.geom = geom
@@ -412,7 +491,8 @@ class _RadixWalk:
         self.byte_order_char = "<" if byteorder == "little" else ">"
         self.ones = b"\xff" * geom.page_size
         self.zeros = bytes(geom.page_size)
-        self.out = _RangeStream(geom, keys)
+        # Preserved ranges in walk order; the last one may still grow.
+        self.ranges: List[PreservedRange] = []
         # Every page entered: phys -> path of the table pointing to it (None
         # for the root), in visit order; and each table's nonzero entries, to
         # name the entry of a first visit when a page comes back.
@@ -510,12 +590,75 @@ class _RadixWalk:
     def leaves(
         self, path: Tuple[int, ...], prefix: int, indices: List[int], values: List[int]
     ) -> None:
-        """Read the leaves of a level-1 table; full leaves in a row are one key run.
+        """Read the leaves of a level-1 table and record their runs.
 
-        This is the hot loop: one leaf per 128 MiB of order-0 keys. The checks
-        of :meth:`enter` run on the whole table at once when they pass; if
-        any fails, each pointer is checked just before its read, so that the
+        This is the hot loop: one leaf per 128 MiB of order-0 keys. Under a
+        nonzero prefix every key of the table has the same order, so runs
+        are recorded as ranges directly and carried from leaf to leaf (and
+        into the next table) while they touch: a full leaf costs one
+        comparison, a partial one a :func:`_scan_bitmap`. The checks of
+        :meth:`enter` run on the whole table at once when they pass; if any
+        fails, each pointer is checked just before its read, so that the
         error names the first bad entry.
+        """
+        if not prefix:
+            self.mixed_order_leaves(path, prefix, indices, values)
+            return
+        if not indices:
+            return
+        checked = self.enter_all(path, values)
+        geom, seen, read_page = self.geom, self.seen, self.read_page
+        ones, zeros, byteorder = self.ones, self.zeros, self.byteorder
+        page_size, little = geom.page_size, byteorder == "little"
+        order = geom.key_width - prefix.bit_length()
+        shift = geom.page_shift + order
+        leaf_shift = geom.bitmap_log2 + shift  # a leaf spans 1 << leaf_shift bytes
+        base0 = (prefix << shift) - _TWO64  # phys of the table's first key (see _one_order)
+        ranges = self.ranges
+        append = ranges.append
+        # A run open at the end of the previous leaf: where it began, and the
+        # leaf index it goes on at (phys is only computed at run ends, so that
+        # a full leaf costs next to nothing). The previous table's last range
+        # may go on here.
+        open_run = go_on = -1
+        first = base0 + (indices[0] << leaf_shift)
+        if ranges and ranges[-1][2] == order and ranges[-1][0] + ranges[-1][1] == first:
+            open_run, go_on = ranges.pop()[0], indices[0]
+        for i, entry in zip(indices, values):
+            if not checked:
+                self.check(path, i, entry)
+                seen[entry] = path
+            try:
+                page = read_page(entry)
+            except Exception as exc:
+                raise self.read_error(path, i, entry, exc) from exc
+            if open_run >= 0 and i != go_on:  # a leaf is missing: the run ended
+                append((open_run, base0 + (go_on << leaf_shift) - open_run, order))
+                open_run = -1
+            if page == ones:
+                if open_run < 0:
+                    open_run = base0 + (i << leaf_shift)
+            elif page == zeros:
+                if open_run >= 0:
+                    append((open_run, base0 + (i << leaf_shift) - open_run, order))
+                    open_run = -1
+            else:
+                if len(page) != page_size:
+                    self.check_length(path, i, entry, page)
+                bits = page if little and type(page) is bytes else _le_words(page, byteorder)
+                base = base0 + (i << leaf_shift)
+                open_run = _scan_bitmap(bits, base, open_run, ranges, shift, order)
+            go_on = i + 1
+        if open_run >= 0:
+            append((open_run, base0 + (go_on << leaf_shift) - open_run, order))
+
+    def mixed_order_leaves(
+        self, path: Tuple[int, ...], prefix: int, indices: List[int], values: List[int]
+    ) -> None:
+        """:meth:`leaves` for the table under prefix 0, whose keys mix orders.
+
+        Only blocks of order 29 and above (2 TiB with 4 KiB pages) live here,
+        and key 0 is possible; runs go through :func:`_add_runs`.
         """
         checked = self.enter_all(path, values)
         shift, seen, read_page, ones = self.geom.bitmap_log2, self.seen, self.read_page, self.ones
@@ -567,7 +710,7 @@ class _RadixWalk:
         shift = self.geom.bitmap_log2
         if not prefix | lo:
             raise self.corrupt(path + (lo,), 0, "key 0 is not a valid radix key")
-        self.out.add_runs(prefix + (lo << shift), ((0, (hi - lo) << shift),))
+        _add_runs(self.ranges, prefix + (lo << shift), ((0, (hi - lo) << shift),), self.geom)
 
     def partial_leaf(self, path: Tuple[int, ...], key: int, page: bytes) -> None:
         if page == self.zeros:
@@ -575,7 +718,7 @@ class _RadixWalk:
         bits = _le_words(page, self.byteorder)
         if not key and bits[0] & 1:  # only the leaf under root[0] -> ... -> L1[0]
             raise self.corrupt(path, 0, "key 0 is not a valid radix key")
-        self.out.add_runs(key, bitmap_runs(bits))
+        _add_runs(self.ranges, key, bitmap_runs(bits), self.geom)
 
 
 def walk_radix_tree(
@@ -596,7 +739,7 @@ def walk_radix_tree(
         it is called exactly once per tree page.
     :param root_phys: physical address of the root ``struct kho_radix_node``
         (``kho_out.radix_tree.root``, or the FDT ``preserved-memory-map``).
-    :param keys: also return every raw key (this visits each key).
+    :param keys: also return every raw key (one int per preserved block).
     :param ram: where tree pages may live; pointers elsewhere are corrupt.
     :param page_shift: ``PAGE_SHIFT`` of the kernel that built the tree.
     :param byteorder: the target's byte order (``"little"`` or ``"big"``).
@@ -607,15 +750,15 @@ def walk_radix_tree(
     if byteorder not in ("little", "big"):
         raise ValueError(f"byteorder must be 'little' or 'big', not {byteorder!r}")
     geom = _geometry(page_shift)
-    walk = _RadixWalk(read_page, geom, ram, keys, byteorder)
+    walk = _RadixWalk(read_page, geom, ram, byteorder)
     root = walk.enter((), -1, root_phys)
     walk.table((), geom.root_level, 0, root)
-    out = walk.out
+    ranges = tuple(walk.ranges)
     return PreservedMemory(
-        ranges=out.ranges(),
+        ranges=ranges,
         tree_pages=tuple(walk.seen),
-        histogram=dict(sorted(out.histogram.items(), reverse=True)),
-        keys=None if out.keys is None else tuple(out.keys),
+        histogram=_histogram(ranges, page_shift),
+        keys=_range_keys(ranges, page_shift) if keys else None,
         page_shift=page_shift,
     )
 

@@ -20,10 +20,12 @@ import os
 import platform
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import drgn
 
+from kho_inspect import kdump
 from kho_inspect.errors import DebugInfoError, TargetError
 
 __all__ = (
@@ -80,13 +82,14 @@ def open_program(spec: TargetSpec) -> drgn.Program:
         return _CACHE[spec]
     except KeyError:
         pass
-    prog = drgn.Program()
     if spec.core:
-        _attach_core(prog, spec.core)
-    elif spec.qemu:
-        _attach_qemu(prog, spec.qemu)
+        prog = open_core(spec.core)
     else:
-        _attach_live(prog)
+        prog = drgn.Program()
+        if spec.qemu:
+            _attach_qemu(prog, spec.qemu)
+        else:
+            _attach_live(prog)
     load_kernel_debug_info(prog, spec.vmlinux)
     _CACHE[spec] = prog
     return prog
@@ -131,21 +134,58 @@ def _attach_live(prog: drgn.Program) -> None:
         raise TargetError(f"drgn cannot attach to the live kernel: {e}.") from e
 
 
-def _attach_core(prog: drgn.Program, path: str) -> None:
+_NOT_A_DUMP = ("give a vmcore, an ELF or kdump-compressed dump with vmcoreinfo, or a QEMU "
+               "dump-guest-memory file")
+# utsname.machine -> drgn architecture, for kdump files libkdumpfile cannot place.
+_ARCHES = {"x86_64": "X86_64", "aarch64": "AARCH64", "ppc64le": "PPC64", "ppc64": "PPC64",
+           "s390x": "S390X", "riscv64": "RISCV64", "arm": "ARM", "i386": "I386"}
+
+
+def open_core(path: str) -> drgn.Program:
+    """A program for the kernel dump at ``path``.
+
+    :raises TargetError: the file is missing, flattened, or not a kernel dump.
+    """
     if not os.path.exists(path):
         raise TargetError(f"Core file {path} does not exist: check the path given to --core.")
+    if kdump.is_flattened(Path(path)):
+        raise TargetError(
+            f"{path} is a flattened kdump file (makedumpfile -F, QEMU before 8.2), which drgn "
+            "cannot read: convert it with makedumpfile -R or python3 -m kho_inspect.kdump."
+        )
+    prog = drgn.Program()
     try:
         prog.set_core_dump(path)
     except (OSError, ValueError, drgn.FaultError) as e:
-        raise TargetError(
-            f"{path} is not a kernel dump drgn can read ({e}): give a vmcore, an ELF or "
-            "kdump-compressed dump with vmcoreinfo, or a QEMU dump-guest-memory file."
-        ) from e
+        raise TargetError(f"{path} is not a kernel dump drgn can read ({e}): {_NOT_A_DUMP}.") \
+            from e
+    except Exception as e:  # libkdumpfile's errors are plain Exceptions
+        prog = _open_kdump_with_hints(path, e)
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise TargetError(
             f"{path} is a core dump but not of a Linux kernel (it has no vmcoreinfo): give a "
             "vmcore, or a QEMU dump taken with -device vmcoreinfo."
         )
+    return prog
+
+
+def _open_kdump_with_hints(path: str, error: Exception) -> drgn.Program:
+    # libkdumpfile cannot always find the architecture of a kdump file (QEMU's
+    # dump-guest-memory cores: "KDUMP_ATTR_ARCH_NAME: Key has no value"); given
+    # the platform and vmcoreinfo up front, drgn sets them before opening it.
+    header = kdump.read_header(path)
+    arch = _ARCHES.get(header.machine) if header else None
+    if header is None or arch is None or not header.vmcoreinfo:
+        raise TargetError(f"{path} is not a kernel dump drgn can read ({error}): "
+                          f"{_NOT_A_DUMP}.") from error
+    prog = drgn.Program(drgn.Platform(getattr(drgn.Architecture, arch)),
+                        vmcoreinfo=header.vmcoreinfo)
+    try:
+        prog.set_core_dump(path)
+    except Exception as e:  # libkdumpfile's errors are plain Exceptions
+        raise TargetError(f"{path} is not a kernel dump drgn can read ({e}): "
+                          f"{_NOT_A_DUMP}.") from e
+    return prog
 
 
 def _attach_qemu(prog: drgn.Program, sock: str) -> None:

@@ -1,10 +1,11 @@
 """Tests for kho_inspect.radix against the independent encoder in radix_encoder.py."""
 
 import re
+from array import array
 from typing import Dict, List, Tuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from radix_encoder import (
     FULL_LEAF_4K,
@@ -17,6 +18,7 @@ from kho_inspect.errors import CorruptTreeError
 from kho_inspect.radix import (
     PreservedMemory,
     RadixGeometry,
+    _scan_bitmap,
     bitmap_runs,
     coalesce_ranges,
     decode_key,
@@ -170,6 +172,188 @@ def test_coalesce_ranges():
         (0x400000, 0x1000, 0),
     ]
     assert all(type(r) is tuple for r in coalesce_ranges(triples))
+
+
+# --- the leaf fast path (_scan_bitmap) against a bit-by-bit decoder ----------
+
+_ALT = int.from_bytes(b"\x55" * 512, "little")  # 0101...: a run of 1 and a hole of 1
+
+
+class Bitmap(bytes):
+    """Generated bitmap bytes that print as the recipe, not as kilobytes."""
+
+    recipe: str = ""
+
+    def __repr__(self) -> str:
+        return f"Bitmap({len(self)} bytes: {self.recipe})"
+
+
+@st.composite
+def adversarial_bitmaps(draw, nbytes=None, max_bytes: int = 1024):
+    """Little-endian bitmaps built from segments that stress _scan_bitmap.
+
+    Segments: holes, runs, alternating bits (a boundary at every bit), raw
+    random bytes, single bits at both edges of 64-bit words, and runs that
+    straddle a word boundary by a few bits; long ones cross 4 KiB pages.
+    Whatever the segments leave uncovered is zero, or ones when ``fill``.
+    """
+    if nbytes is None:
+        nbytes = draw(st.integers(0, max_bytes))
+    nbits = nbytes * 8
+    length = st.one_of(st.integers(1, 70), st.integers(1, 2100), st.integers(1, max(1, nbits)))
+    kinds = st.sampled_from(["hole", "run", "alt", "random", "word-edges", "straddle"])
+    segments = draw(st.lists(st.tuples(kinds, length), max_size=24))
+    value, pos, recipe = 0, 0, []
+    for kind, n in segments:
+        n = min(n, nbits - pos)
+        if n <= 0:
+            break
+        recipe.append(f"{kind}@{pos}+{n}")
+        if kind == "run":
+            piece = (1 << n) - 1
+        elif kind == "alt":
+            piece = (_ALT >> draw(st.integers(0, 1))) & ((1 << n) - 1) if n <= 4096 else 0
+        elif kind == "random":
+            piece = int.from_bytes(draw(st.binary(min_size=(n + 7) // 8, max_size=(n + 7) // 8)),
+                                   "little") & ((1 << n) - 1)
+        elif kind == "word-edges":  # bits 0 and 63 of every word the segment touches
+            piece = sum(1 << (i - pos) for i in range(pos, pos + n) if i % 64 in (0, 63))
+        elif kind == "straddle":  # ones from k bits below a word boundary to j above it
+            edge = -(-(pos + 1) // 64) * 64
+            lo = max(pos, edge - draw(st.integers(1, 63)))
+            hi = min(pos + n, edge + draw(st.integers(0, 64)))
+            piece = ((1 << (hi - lo)) - 1) << (lo - pos) if hi > lo else 0
+        else:
+            piece = 0
+        value |= piece << pos
+        pos += n
+    if pos < nbits and draw(st.booleans()):  # "fill": the rest is all ones
+        value |= ((1 << (nbits - pos)) - 1) << pos
+        recipe.append(f"run@{pos}+{nbits - pos}")
+    bitmap = Bitmap(value.to_bytes(nbytes, "little"))
+    bitmap.recipe = ", ".join(recipe) or "zeros"
+    return bitmap
+
+
+def bit_by_bit_ranges(bitmap: bytes, base: int, shift: int, order: int):
+    """The reference: (start, size, order) runs of set bits, one bit at a time."""
+    return [(base + (lo << shift), (hi - lo) << shift, order) for lo, hi in naive_runs(bitmap)]
+
+
+SPECIAL_BITMAPS = [
+    b"",
+    bytes(4096),
+    b"\xff" * 4096,
+    b"\x55" * 4096,  # alternating: 16384 runs of one bit
+    b"\xaa" * 4096,
+    (b"\x01" + bytes(6) + b"\x80") * 512,  # single bits at both word edges
+    bytes(7) + b"\x80\x01" + bytes(4087),  # a run of 2 across a word boundary
+    b"\xfe" + b"\xff" * 4094 + b"\x7f",  # one run from bit 1 to the second-to-last bit
+    bytes([0x3c, 0xc3, 0x81, 0x7e] * 1024),  # runs and holes inside and across bytes
+]
+
+
+@pytest.mark.parametrize("bitmap", SPECIAL_BITMAPS, ids=range(len(SPECIAL_BITMAPS)))
+def test_scan_bitmap_special_patterns(bitmap):
+    assert bitmap_runs(bitmap) == naive_runs(bitmap)
+
+
+@given(adversarial_bitmaps())
+@SETTINGS
+def test_bitmap_runs_adversarial(bitmap):
+    assert bitmap_runs(bitmap) == naive_runs(bitmap)
+
+
+@given(
+    adversarial_bitmaps(max_bytes=3 * 4096),
+    st.lists(st.integers(0, 3 * 4096), max_size=6),
+    st.sampled_from([(0, 0, 0), (0x1_0000_0000, 12, 0), (0x4000_0000, 21, 9), (0, 30, 18)]),
+)
+@SETTINGS
+def test_scan_bitmap_carries_runs_across_pieces(bitmap, cuts, scale):
+    # Cut the bitmap anywhere (empty pieces, odd bytes, mid-word), scan the
+    # pieces in order carrying the open run: the ranges must be those of the
+    # whole bitmap, scaled like a leaf's, with runs joined across the cuts.
+    base, shift, order = scale
+    cuts = sorted({0, len(bitmap), *(c for c in cuts if c <= len(bitmap))})
+    out: List[Tuple[int, int, int]] = []
+    open_run = -1
+    for lo, hi in zip(cuts, cuts[1:]):
+        open_run = _scan_bitmap(bitmap[lo:hi], base + (lo << (shift + 3)), open_run, out,
+                                shift, order)
+    if open_run >= 0:
+        out.append((open_run, base + (len(bitmap) << (shift + 3)) - open_run, order))
+    assert out == bit_by_bit_ranges(bitmap, base, shift, order)
+    assert all(type(r) is tuple for r in out)
+
+
+def leaf_pages(enc: RadixTreeEncoder, pages: Dict[int, bytes], keys: List[int], byteorder: str):
+    """The phys of the leaf holding each key, by following the table entries."""
+    out = []
+    for key in keys:
+        table = enc.root
+        for index in RadixGeometry().indices(key)[:-1]:
+            table = int.from_bytes(pages[table][8 * index:8 * index + 8], byteorder)
+        out.append(table)
+    return out
+
+
+@given(
+    st.sampled_from([0, 3, 9]),
+    st.lists(adversarial_bitmaps(nbytes=4096), min_size=4, max_size=4),
+    st.sampled_from(["little", "big"]),
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Full leaves across the table boundary, closed by an empty leaf, reopened,
+# and closed again by the missing leaf 2.
+@example(0, [FULL_LEAF_4K, bytes(4096), FULL_LEAF_4K, b"\x0f" + bytes(4095)], "little")
+@example(9, [FULL_LEAF_4K] * 4, "big")
+@example(3, [bytes(4095) + b"\x80", b"\x01" + bytes(4095), b"\x55" * 4096, b"\xaa" * 4096],
+         "little")
+def test_walk_fast_path_matches_bit_by_bit(order, bitmaps, byteorder):
+    # Leaves 511 of one level-1 table and 0, 1 and 3 of the next (2 is absent)
+    # get adversarial bitmaps: runs must join across the leaf and table
+    # boundaries, and stop at the missing leaf.
+    key0 = (1 << (52 - order)) | (5 << 24)  # leaf 0 of an L1 table of this order
+    leaf_keys = [key0 - (1 << 15), key0, key0 + (1 << 15), key0 + (3 << 15)]
+    shift = 12 + order
+    enc = RadixTreeEncoder()
+    for key in leaf_keys:
+        enc.add((key << shift) & ((1 << 64) - 1), order)
+    pages = enc.pages(byteorder)
+    for leaf, bitmap in zip(leaf_pages(enc, pages, leaf_keys, byteorder), bitmaps):
+        words = array("Q", bitmap)
+        if byteorder == "big":
+            words.byteswap()
+        pages[leaf] = words.tobytes()
+    expected: List[Tuple[int, int, int]] = []
+    for key, bitmap in zip(leaf_keys, bitmaps):
+        for phys, size, o in bit_by_bit_ranges(bitmap, (key << shift) - (1 << 64), shift, order):
+            if expected and expected[-1][0] + expected[-1][1] == phys:
+                expected[-1] = (expected[-1][0], expected[-1][1] + size, o)
+            else:
+                expected.append((phys, size, o))
+    read = reader(pages)
+    res = walk_radix_tree(read, enc.root, byteorder=byteorder, keys=True)
+    assert list(res.ranges) == expected
+    assert res.keys == tuple(
+        key + bit for key, bitmap in zip(leaf_keys, bitmaps)
+        for lo, hi in naive_runs(bitmap) for bit in range(lo, hi)
+    )
+    assert res.histogram == ({order: len(res.keys)} if res.keys else {})
+    assert read.counts == {p: 1 for p in pages}
+
+
+def test_read_page_may_return_a_bytearray():
+    enc = RadixTreeEncoder()
+    enc.add_blocks(0x1_0000_0000, 5, 0)
+    enc.add_blocks(0x1_0000_9000, 40000, 0)
+    pages = enc.pages()
+    want = walk_radix_tree(pages.__getitem__, enc.root)
+    assert walk_radix_tree(lambda p: bytearray(pages[p]), enc.root) == want
+    assert want.ranges == ((0x1_0000_0000, 0x5000, 0), (0x1_0000_9000, 40000 << 12, 0))
+    for wrap in (bytearray, memoryview):
+        assert bitmap_runs(wrap(b"\x0f\xf0")) == [(0, 4), (12, 16)]
 
 
 # --- walking trees built by the independent encoder -------------------------

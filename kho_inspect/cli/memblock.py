@@ -136,6 +136,7 @@ def _summary(state: MemblockState, release: Optional[str]) -> Section:
     if state.stale:
         notes.append(f"Do not trust these arrays ({state.stale_reason}); they are shown because "
                      "of --allow-stale.")
+    notes += [f"Note: {note}." for note in state.extra.get("notes", ())]
     return Section("memblock", ("item", "value"), rows, notes)
 
 

@@ -74,6 +74,7 @@ class VmSpec:
     cmdline: str
     serial_log: Path
     qmp_socket: Path
+    inspect_socket: Optional[Path] = None
     memory_mib: int = 6144
     cpus: int = 2
     numa: int = 0
@@ -136,6 +137,9 @@ def qemu_argv(spec: VmSpec) -> List[str]:
             "-device", "vmcoreinfo",
             "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
             *Share(ROOT_TAG, spec.rootfs).argv()]
+    if spec.inspect_socket is not None:
+        # A QMP socket serves one client at a time: drgn (kho-inspect --qemu) gets its own.
+        argv += ["-qmp", f"unix:{spec.inspect_socket},server=on,wait=off"]
     for share in spec.shares:
         argv += share.argv()
     return argv

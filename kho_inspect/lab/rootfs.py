@@ -36,6 +36,7 @@ SHARE_DIRS = ("lab/src", "lab/kernel", "lab/out")
 BOOTSTRAP = """#!/bin/sh
 # kho-inspect lab bootstrap (PID 1): mount the project source share and run its
 # vm/guest/init, which does everything else.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 khosrc /lab/src || {
     echo "KHO-LAB: cannot mount the source share khosrc" > /dev/console
     exec /bin/sh
@@ -149,7 +150,15 @@ def _build(packages: List[str], key: str) -> Rootfs:
     shutil.copy2(log, dest / "mmdebstrap.log")
     log.unlink()
     click.echo(f"lab: guest root filesystem cached in {dest} ({seconds:.0f} s)", err=True)
+    _prune(key)
     return Rootfs(dest / "tree", key)
+
+
+def _prune(keep: str) -> None:
+    """Remove root filesystems of older package lists (each is ~400 MB)."""
+    for d in _root().iterdir():
+        if d.is_dir() and d.name != keep and not d.name.startswith("."):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _signature_problem(log: Path) -> bool:

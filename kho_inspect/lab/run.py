@@ -34,7 +34,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from kho_inspect.errors import LabError
+from kho_inspect.errors import InputError, LabError
+from kho_inspect.kdump import unflatten_in_place
 from kho_inspect.lab import repo_root
 from kho_inspect.lab.batch import DEFAULT_COMMANDS, KHO_BOOT_COMMANDS
 from kho_inspect.lab.kernel import Kernel, ensure_kernel, kernel_from_dir
@@ -53,6 +54,7 @@ __all__ = ("RunOptions", "run_lab", "judge_stage", "judge_run", "serial_tail",
            "RESERVE_MEM_NAME")
 
 RESERVE_MEM_NAME = "khoinspect"
+HOST_COMMANDS_TIMEOUT = 600
 GUEST_OUT = "/lab/out"
 GUEST_KERNEL = "/lab/kernel"
 _MARKER = re.compile(r"KHO-LAB: (n\d+): (.*)")
@@ -87,7 +89,7 @@ class _Run:
 
     opts: RunOptions
     kernel: Kernel
-    qmp_socket: Path
+    inspect_socket: Path
     timings: Dict[str, Any] = field(default_factory=dict)
     stage_seen: Dict[str, float] = field(default_factory=dict)
     host: Dict[str, Dict[str, Any]] = field(default_factory=dict)
@@ -133,7 +135,10 @@ def kernel_share(kernel: Kernel) -> Tuple[Path, str, str]:
 
 
 def kernel_cmdline(opts: RunOptions) -> str:
-    words = ["console=ttyS0", "panic=-1", "kho=on", "liveupdate=on",
+    # log_buf_len: with memblock=debug a KHO boot logs one line per preserved block
+    # (16k for the memfd) before the console starts; the default buffer loses the
+    # early messages the verdicts look for ("Revived memory reservation").
+    words = ["console=ttyS0", "panic=-1", "log_buf_len=64M", "kho=on", "liveupdate=on",
              f"reserve_mem={opts.reserve_mem}", kernel_cmdline_root(), f"init={BOOTSTRAP_PATH}"]
     if opts.append.strip():
         words.append(opts.append.strip())
@@ -177,10 +182,11 @@ def run_lab(opts: RunOptions) -> Dict[str, Any]:
         kdir, _, _ = kernel_share(kernel)
         spec = VmSpec(bzimage=kernel.bzimage, rootfs=rootfs.path, cmdline=kernel_cmdline(opts),
                       serial_log=out / "serial.log", qmp_socket=Path(tmp) / "qmp.sock",
+                      inspect_socket=Path(tmp) / "inspect.sock",
                       memory_mib=memory_mib, cpus=opts.cpus, numa=opts.numa, accel=accel,
                       shares=(Share("khosrc", repo_root()), Share("khokernel", kdir),
                               Share("khoout", out, readonly=False)))
-        run = _Run(opts, kernel, spec.qmp_socket, timings=timings)
+        run = _Run(opts, kernel, spec.inspect_socket, timings=timings)
         _execute(run, spec)
     summary = _summary(run, spec, rootfs.path, why)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -271,8 +277,10 @@ def _inspect_paused(run: _Run, qmp: Qmp, stage_dir: Path) -> Dict[str, Any]:
     try:
         _say(run.opts, f"{stage_dir.name}: dumping the guest to {stage_dir / 'vmcore'}")
         info["dump_format"] = qmp.dump(stage_dir / "vmcore", timeout=run.opts.timeout)
+        # QEMU < 8.2 writes kdump cores flattened, which drgn cannot read.
+        info["unflattened"] = unflatten_in_place(stage_dir / "vmcore")
         info["vmcore"] = str(stage_dir / "vmcore")
-    except (LabError, OSError) as e:
+    except (LabError, InputError, OSError) as e:
         info["dump_error"] = str(e)
         run.problems.append(f"{stage_dir.name}: the core dump failed: {e}")
     info["dump_s"] = round(time.monotonic() - start, 1)
@@ -291,11 +299,17 @@ def _host_commands(run: _Run, outdir: Path) -> Dict[str, int]:
     argv = [sys.executable, "-m", "kho_inspect.lab.batch", "--out", str(outdir)]
     for command in stage_commands(run.opts, outdir.parent.name):
         argv += ["--command", command]
-    argv += ["--", "--qemu", str(run.qmp_socket), "--vmlinux", str(run.kernel.vmlinux)]
+    argv += ["--", "--qemu", str(run.inspect_socket), "--vmlinux", str(run.kernel.vmlinux)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(repo_root()), os.environ.get("PYTHONPATH", "")) if p))
     _say(run.opts, f"{outdir.parent.name}: running kho-inspect --qemu on the host")
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+                              timeout=HOST_COMMANDS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        run.problems.append(f"{outdir.parent.name}: host-side kho-inspect --qemu did not finish "
+                            f"within {HOST_COMMANDS_TIMEOUT} s")
+        return {}
     records_path = outdir / "commands.json"
     if not records_path.is_file():
         run.problems.append(f"{outdir.parent.name}: host-side kho-inspect did not run: "

@@ -29,11 +29,11 @@ lint: $(STAMP)
 
 # The whole suite: unit, synthetic-kernel and lab tests (the lab builds what is missing).
 test: $(STAMP) lab-deps lint
-	$(VENV)/bin/pytest -ra tests
+	$(VENV)/bin/pytest -ra --doctest-modules kho_inspect tests
 
 # Everything but the kernel lab (quick).
 unit: $(STAMP) lint
-	$(VENV)/bin/pytest -ra -m "not lab" tests
+	$(VENV)/bin/pytest -ra -m "not lab" --doctest-modules kho_inspect tests
 
 bench: $(STAMP)
 	$(PY) bench/bench_radix.py

@@ -23,6 +23,10 @@ ranges each workload was built from. For scale, the output floor is the time
 to build the result's tuples from ready-made ints at C speed (``zip``): no
 Python decoder that returns them can be faster.
 
+With ``--breakdown`` it also times, on the workloads with many ranges, the
+C-level parts any per-run-boundary decoder of those leaves must pay (the
+numbers behind bench/README.md).
+
 Run as ``python bench/bench_radix.py``; it prints ratios and "target met" or
 "target MISSED" and always exits 0. Timings are best-of-N in one process.
 """
@@ -254,8 +258,60 @@ def verdict(ok: bool) -> str:
     return "target met" if ok else "target MISSED"
 
 
+NONZERO_BYTES = bytes([0] + [1] * 255)  # translate: bytes holding a set bit -> 1
+NON_FF_BYTES = bytes([1] * 255 + [0])  # translate: bytes holding a clear bit -> 1
+
+
+def breakdown(pages: Dict[int, bytes], leaf_phys: List[int], ranges: Ranges,
+              raw: Callable[[], None], walk: Callable[[], None],
+              repeat: int) -> Dict[str, float]:
+    """Best times (s) of the C-level parts of decoding the partial leaves.
+
+    * ``tuples``: building the result tuples from ready-made ints (``zip``);
+    * ``translates``: the two 0/1 copies of each partial leaf;
+    * ``finds``: the ``bytes.find`` calls that jump from run start to run
+      end and on, made at the very positions the walk makes them, minus the
+      cost of the loop that makes them.
+    """
+    partial = [pages[p] for p in leaf_phys if pages[p] not in (bytes(PAGE), b"\xff" * PAGE)]
+    starts, sizes = [r[0] for r in ranges], [r[1] for r in ranges]
+    calls: List[Tuple[bytes, int]] = []
+    for leaf in partial:
+        streams = (leaf.translate(NONZERO_BYTES), leaf.translate(NON_FF_BYTES))
+        at, k = -1, 0
+        while True:
+            calls.append((streams[k], at + 1))
+            at = streams[k].find(1, at + 1)
+            if at < 0:
+                break
+            k ^= 1
+
+    def tuples() -> None:
+        list(zip(starts, sizes, itertools.repeat(0)))
+
+    def translates() -> None:
+        for leaf in partial:
+            leaf.translate(NONZERO_BYTES)
+            leaf.translate(NON_FF_BYTES)
+
+    def finds() -> None:
+        for stream, at in calls:
+            stream.find(1, at)
+
+    def loop() -> None:
+        for _stream, _at in calls:
+            pass
+
+    names = ["raw", "walk", "tuples", "translates", "finds", "loop"]
+    best = dict(zip(names, best_of_each([raw, walk, tuples, translates, finds, loop], repeat)))
+    best["finds"] -= best.pop("loop")
+    best["calls"] = len(calls)
+    best["partial"] = len(partial)
+    return best
+
+
 def run(workload: Workload, repeat: int, naive_leaves: int,
-        naive_repeat: int) -> Dict[str, object]:
+        naive_repeat: int, with_breakdown: bool = False) -> Dict[str, object]:
     t0 = time.perf_counter()
     enc = RadixTreeEncoder(node_base=NODE_BASE)
     expected = workload.build(enc)
@@ -291,6 +347,9 @@ def run(workload: Workload, repeat: int, naive_leaves: int,
         naive_prefix_s = min(naive_prefix_s, time.perf_counter() - t0)
     leaves = len(enc.leaves)
     naive_s = naive_prefix_s / leaves_done * leaves
+    parts = None
+    if with_breakdown and len(expected) > 1000:
+        parts = breakdown(pages, list(enc.leaves), expected, raw, walk, repeat)
     return {
         "name": workload.name,
         "description": workload.description,
@@ -305,6 +364,7 @@ def run(workload: Workload, repeat: int, naive_leaves: int,
         "naive_prefix": (leaves_done, naive_prefix_s),
         "walk_raw": walk_s / raw_s,
         "naive_walk": naive_s / walk_s,
+        "breakdown": parts,
     }
 
 
@@ -316,11 +376,14 @@ def main() -> int:
                         help="leaves the naive walk visits before scaling (default 32)")
     parser.add_argument("--naive-repeat", type=int, default=3,
                         help="best of N timings of the naive prefix (default 3)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the C-level parts of decoding many ranges")
     args = parser.parse_args()
 
     sanity_check()
     print("sanity: the naive drgn walk and walk_radix_tree agree on a 5-block tree")
-    rows = [run(w, args.repeat, args.naive_leaves, args.naive_repeat) for w in WORKLOADS]
+    rows = [run(w, args.repeat, args.naive_leaves, args.naive_repeat, args.breakdown)
+            for w in WORKLOADS]
     print("checked: on every workload the walk returns exactly the ranges it was built from\n")
 
     print("KHO radix walk, 512 GiB preserved, pages served by a synthetic drgn Program")
@@ -348,7 +411,29 @@ def main() -> int:
               f"(target <= {WALK_TARGET:.0f}x): {verdict(r['walk_raw'] <= WALK_TARGET)}")
         print(f"  (b) naive / walk      = {r['naive_walk']:.0f}x "
               f"(target >= {NAIVE_TARGET:.0f}x): {verdict(r['naive_walk'] >= NAIVE_TARGET)}")
+        if r["breakdown"]:
+            print_breakdown(r)
     return 0
+
+
+def print_breakdown(r: Dict[str, object]) -> None:
+    b = r["breakdown"]
+    ranges = r["ranges"]
+    print(f"  breakdown (best of >= 5 alternating rounds; {b['partial']} partial leaves, "
+          f"{b['calls']} find calls):")
+    floor = b["tuples"] + b["translates"] + b["finds"]
+    rows = [
+        ("raw read", b["raw"]),
+        (f"{WALK_TARGET:.0f}x budget", WALK_TARGET * b["raw"]),
+        ("build the result tuples (zip)", b["tuples"]),
+        ("2 translates per partial leaf", b["translates"]),
+        ("the find calls", b["finds"]),
+        ("sum of the three", floor),
+        ("walk_radix_tree", b["walk"]),
+    ]
+    for name, secs in rows:
+        print(f"    {name:<30} {secs * 1e3:8.1f} ms {secs / b['raw']:6.1f}x raw "
+              f"{secs * 1e9 / ranges:7.0f} ns/range")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,11 @@ _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 def human_size(n: int) -> str:
-    """A size in binary units: exact where it divides (``2 MiB``), else 1 decimal."""
+    """A size in binary units: exact where it divides (``2 MiB``), else 1 decimal.
+
+    >>> human_size(2 << 20), human_size(0x3ffff000), human_size(1536)
+    ('2 MiB', '1.0 GiB', '1.5 KiB')
+    """
     if n < 1024:
         return f"{n} B"
     value = float(n)
@@ -40,6 +44,8 @@ def human_size(n: int) -> str:
         unit += 1
     if value == int(value):
         return f"{int(value)} {_UNITS[unit]}"
+    if round(value, 1) >= 1024 and unit < len(_UNITS) - 1:
+        value, unit = value / 1024, unit + 1  # 0x3ffff000: "1.0 GiB", not "1024.0 MiB"
     return f"{value:.1f} {_UNITS[unit]}"
 
 

@@ -80,6 +80,18 @@ def vmcoreinfo(release: str = "7.3.4") -> bytes:
             f"SYMBOL(swapper_pg_dir)={SWAPPER_PG_DIR:x}\n").encode()
 
 
+def read_sparse(pages: Dict[int, bytearray], offset: int, count: int) -> bytes:
+    """``count`` bytes at ``offset`` of a page-sparse store (missing pages read as zero)."""
+    out = bytearray()
+    while count:
+        page, off = divmod(offset, PAGE_SIZE)
+        n = min(count, PAGE_SIZE - off)
+        data = pages.get(page)
+        out += data[off:off + n] if data is not None else bytes(n)
+        offset, count = offset + n, count - n
+    return bytes(out)
+
+
 class SynthKernel:
     """A minimal synthetic kernel: sparse RAM, a direct map, types, globals.
 
@@ -115,14 +127,7 @@ class SynthKernel:
 
     def _read_ram(self, address: int, count: int, offset: int, physical: bool) -> bytes:
         self.reads.append((offset, count))
-        out = bytearray()
-        while count:
-            page, off = divmod(offset, PAGE_SIZE)
-            n = min(count, PAGE_SIZE - off)
-            data = self.pages.get(page)
-            out += data[off:off + n] if data is not None else bytes(n)
-            offset, count = offset + n, count - n
-        return bytes(out)
+        return read_sparse(self.pages, offset, count)
 
     def _read_data(self, address: int, count: int, offset: int, physical: bool) -> bytes:
         return bytes(self.sections["data"][offset:offset + count]).ljust(count, b"\0")

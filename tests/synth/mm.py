@@ -32,7 +32,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from drgn import Object, Program, Type, TypeEnumerator, TypeMember, offsetof, sizeof
 from radix_encoder import RadixTreeEncoder
-from synth.kernel import DIRECT_MAP, PAGE_SIZE, SynthKernel
+from synth.kernel import DIRECT_MAP, PAGE_SIZE, SynthKernel, read_sparse
 from synth.memblock import GENERATIONS
 
 from kho_inspect.model import FlagTable, MemblockState, MemblockType, Region
@@ -195,14 +195,7 @@ class _Sparse:
         self.pages: Dict[int, bytearray] = {}
 
     def read(self, address: int, count: int, offset: int, physical: bool) -> bytes:
-        out = bytearray()
-        while count:
-            page, off = divmod(offset, PAGE_SIZE)
-            n = min(count, PAGE_SIZE - off)
-            data = self.pages.get(page)
-            out += data[off:off + n] if data is not None else bytes(n)
-            offset, count = offset + n, count - n
-        return bytes(out)
+        return read_sparse(self.pages, offset, count)
 
     def write(self, offset: int, data: bytes) -> None:
         while data:

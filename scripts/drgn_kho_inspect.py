@@ -27,7 +27,7 @@ from kho_inspect.cli import Session, run  # noqa: E402
 
 
 def main(argv: list) -> int:
-    if not argv or argv[0] in ("-h", "--help") and len(argv) == 1:
+    if not argv or (len(argv) == 1 and argv[0] in ("-h", "--help")):
         print(__doc__.strip())
         return 0
     return run(argv, obj=Session(program_=prog))  # noqa: F821 (prog: drgn's global)

@@ -136,9 +136,11 @@ def kernel_share(kernel: Kernel) -> Tuple[Path, str, str]:
 
 def kernel_cmdline(opts: RunOptions) -> str:
     # log_buf_len: with memblock=debug a KHO boot logs one line per preserved block
-    # (16k for the memfd) before the console starts; the default buffer loses the
-    # early messages the verdicts look for ("Revived memory reservation").
-    words = ["console=ttyS0", "panic=-1", "log_buf_len=64M", "kho=on", "liveupdate=on",
+    # (16k lines, ~1.8 MB, for the memfd) before the console starts; the default 2 MB
+    # buffer loses the early messages the verdicts look for ("Revived memory
+    # reservation"). Not more: the buffer is a memblock allocation, and KHO sizes
+    # its scratch areas from those (64M grew scratch from 740 MiB to 1.9 GiB).
+    words = ["console=ttyS0", "panic=-1", "log_buf_len=8M", "kho=on", "liveupdate=on",
              f"reserve_mem={opts.reserve_mem}", kernel_cmdline_root(), f"init={BOOTSTRAP_PATH}"]
     if opts.append.strip():
         words.append(opts.append.strip())

@@ -32,6 +32,7 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
     Mapping,
     Optional,
@@ -607,7 +608,7 @@ class _RadixWalk:
         if not indices:
             return
         checked = self.enter_all(path, values)
-        geom, seen, read_page = self.geom, self.seen, self.read_page
+        geom = self.geom
         ones, zeros, byteorder = self.ones, self.zeros, self.byteorder
         page_size, little = geom.page_size, byteorder == "little"
         order = geom.key_width - prefix.bit_length()
@@ -624,14 +625,7 @@ class _RadixWalk:
         first = base0 + (indices[0] << leaf_shift)
         if ranges and ranges[-1][2] == order and ranges[-1][0] + ranges[-1][1] == first:
             open_run, go_on = ranges.pop()[0], indices[0]
-        for i, entry in zip(indices, values):
-            if not checked:
-                self.check(path, i, entry)
-                seen[entry] = path
-            try:
-                page = read_page(entry)
-            except Exception as exc:
-                raise self.read_error(path, i, entry, exc) from exc
+        for i, entry, page in self.read_leaves(path, indices, values, checked):
             if open_run >= 0 and i != go_on:  # a leaf is missing: the run ended
                 append((open_run, base0 + (go_on << leaf_shift) - open_run, order))
                 open_run = -1
@@ -661,16 +655,9 @@ class _RadixWalk:
         and key 0 is possible; runs go through :func:`_add_runs`.
         """
         checked = self.enter_all(path, values)
-        shift, seen, read_page, ones = self.geom.bitmap_log2, self.seen, self.read_page, self.ones
+        shift, ones = self.geom.bitmap_log2, self.ones
         run_lo = run_hi = -1  # consecutive full leaves [run_lo, run_hi)
-        for i, entry in zip(indices, values):
-            if not checked:
-                self.check(path, i, entry)
-                seen[entry] = path
-            try:
-                page = read_page(entry)
-            except Exception as exc:
-                raise self.read_error(path, i, entry, exc) from exc
+        for i, entry, page in self.read_leaves(path, indices, values, checked):
             if page == ones:
                 if i != run_hi:
                     self.full_leaves(path, prefix, run_lo, run_hi)
@@ -682,6 +669,21 @@ class _RadixWalk:
             self.check_length(path, i, entry, page)
             self.partial_leaf(path + (i,), prefix | (i << shift), page)
         self.full_leaves(path, prefix, run_lo, run_hi)
+
+    def read_leaves(self, path: Tuple[int, ...], indices: List[int], values: List[int],
+                    checked: bool) -> Iterator[Tuple[int, int, bytes]]:
+        """``(index, pointer, page)`` of a table's leaves, each pointer checked first
+        unless :meth:`enter_all` already checked the whole table."""
+        seen, read_page = self.seen, self.read_page
+        for i, entry in zip(indices, values):
+            if not checked:
+                self.check(path, i, entry)
+                seen[entry] = path
+            try:
+                page = read_page(entry)
+            except Exception as exc:
+                raise self.read_error(path, i, entry, exc) from exc
+            yield i, entry, page
 
     def enter_all(self, path: Tuple[int, ...], values: List[int]) -> bool:
         """Check and record all of a table's pointers at once, if they all pass.

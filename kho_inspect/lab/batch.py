@@ -27,7 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ("DEFAULT_COMMANDS", "KHO_BOOT_COMMANDS", "command_name", "run_batch", "main")
+__all__ = ("DEFAULT_COMMANDS", "KHO_BOOT_COMMANDS", "batch_argv", "command_name", "run_batch",
+           "main")
 
 # The kho-inspect commands every lab stage runs (in the guest and, with --cores, on the host).
 DEFAULT_COMMANDS = (
@@ -100,6 +101,14 @@ def run_batch(global_args: Sequence[str], commands: Sequence[str], outdir: Path,
               file=sys.__stdout__, flush=True)
     (outdir / "commands.json").write_text(json.dumps(records, indent=2) + "\n")
     return records
+
+
+def batch_argv(outdir: Path, commands: Sequence[str], global_args: Sequence[str]) -> List[str]:
+    """The command line that runs ``commands`` in a batch process (see :func:`main`)."""
+    argv = [sys.executable, "-m", "kho_inspect.lab.batch", "--out", str(outdir)]
+    for command in commands:
+        argv += ["--command", command]
+    return [*argv, "--", *global_args]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import click
 from kho_inspect.errors import InputError, LabError
 from kho_inspect.kdump import unflatten_in_place
 from kho_inspect.lab import repo_root
-from kho_inspect.lab.batch import DEFAULT_COMMANDS, KHO_BOOT_COMMANDS
+from kho_inspect.lab.batch import DEFAULT_COMMANDS, KHO_BOOT_COMMANDS, batch_argv
 from kho_inspect.lab.kernel import Kernel, ensure_kernel, kernel_from_dir
 from kho_inspect.lab.qemu import (
     Qmp,
@@ -50,7 +49,7 @@ from kho_inspect.lab.qemu import (
 )
 from kho_inspect.lab.rootfs import BOOTSTRAP_PATH, ensure_rootfs
 
-__all__ = ("RunOptions", "run_lab", "judge_stage", "judge_run", "serial_tail",
+__all__ = ("RunOptions", "run_lab", "stage_commands", "judge_stage", "judge_run", "serial_tail",
            "RESERVE_MEM_NAME")
 
 RESERVE_MEM_NAME = "khoinspect"
@@ -147,10 +146,16 @@ def kernel_cmdline(opts: RunOptions) -> str:
     return " ".join(words)
 
 
+def stage_commands(opts: RunOptions, stage: str) -> Tuple[str, ...]:
+    """The commands stage ``nK`` runs: the list, plus the KHO-boot sources from n1 on."""
+    return opts.commands + (opts.kho_boot_commands if stage != "n0" else ())
+
+
 def _guest_config(opts: RunOptions, kernel: Kernel) -> Dict[str, Any]:
     _, bz, vml = kernel_share(kernel)
-    return {"hops": opts.hops, "commands": list(opts.commands),
-            "kho_boot_commands": list(opts.kho_boot_commands), "cores": opts.cores,
+    stages = (f"n{i}" for i in range(opts.hops + 1))
+    return {"hops": opts.hops, "cores": opts.cores,
+            "stage_commands": {name: list(stage_commands(opts, name)) for name in stages},
             "bzImage": bz, "vmlinux": vml, "memfd_bytes": opts.memfd_mib << 20,
             "reserve_mem_name": opts.reserve_mem.rsplit(":", 1)[-1],
             "pause_timeout": opts.timeout}
@@ -292,16 +297,9 @@ def _inspect_paused(run: _Run, qmp: Qmp, stage_dir: Path) -> Dict[str, Any]:
     return info
 
 
-def stage_commands(opts: RunOptions, stage: str) -> Tuple[str, ...]:
-    """The commands stage ``nK`` runs: the list, plus the KHO-boot sources from n1 on."""
-    return opts.commands + (opts.kho_boot_commands if stage != "n0" else ())
-
-
 def _host_commands(run: _Run, outdir: Path) -> Dict[str, int]:
-    argv = [sys.executable, "-m", "kho_inspect.lab.batch", "--out", str(outdir)]
-    for command in stage_commands(run.opts, outdir.parent.name):
-        argv += ["--command", command]
-    argv += ["--", "--qemu", str(run.inspect_socket), "--vmlinux", str(run.kernel.vmlinux)]
+    argv = batch_argv(outdir, stage_commands(run.opts, outdir.parent.name),
+                      ["--qemu", str(run.inspect_socket), "--vmlinux", str(run.kernel.vmlinux)])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(repo_root()), os.environ.get("PYTHONPATH", "")) if p))
     _say(run.opts, f"{outdir.parent.name}: running kho-inspect --qemu on the host")

@@ -7,14 +7,14 @@ guest's /proc/self/pagemap, the memfd's bytes.
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List
 
 import pytest
 
-from kho_inspect.lab.batch import DEFAULT_COMMANDS, KHO_BOOT_COMMANDS
+from kho_inspect.lab.batch import batch_argv
 from kho_inspect.lab.debugfs import parse_regions, parse_reserve_mem
+from kho_inspect.lab.run import RunOptions, stage_commands
 from kho_inspect.ranges import Range, RangeSet
 
 from .conftest import STAGES, LabRun
@@ -24,7 +24,8 @@ PAGE = 4096
 
 
 def _stage_commands(stage: str) -> List[str]:
-    return list(DEFAULT_COMMANDS) + (list(KHO_BOOT_COMMANDS) if stage != "n0" else [])
+    """What the lab run in conftest.py ran in ``stage`` (its default command list)."""
+    return list(stage_commands(RunOptions(out=Path(".")), stage))
 
 
 @pytest.fixture(scope="session")
@@ -35,10 +36,8 @@ def core(lab: LabRun) -> Dict[str, Path]:
         vmcore = lab.stage(stage) / "vmcore"
         assert vmcore.is_file(), f"{stage}: no vmcore saved"
         outdir = lab.stage(stage) / "core"
-        argv = [sys.executable, "-m", "kho_inspect.lab.batch", "--out", str(outdir)]
-        for command in _stage_commands(stage):
-            argv += ["--command", command]
-        argv += ["--", "--core", str(vmcore), "--vmlinux", lab.vmlinux]
+        argv = batch_argv(outdir, _stage_commands(stage),
+                          ["--core", str(vmcore), "--vmlinux", lab.vmlinux])
         subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
         dirs[stage] = outdir
     return dirs

@@ -282,11 +282,8 @@ class Stage:
     def commands(self):
         from kho_inspect.lab.batch import run_batch
 
-        commands = list(self.cfg["commands"])
-        if self.index > 0:
-            commands += self.cfg.get("kho_boot_commands", [])
-        records = run_batch(["--vmlinux", self.cfg["vmlinux"]], commands,
-                            self.dir / "kho-inspect")
+        records = run_batch(["--vmlinux", self.cfg["vmlinux"]],
+                            self.cfg["stage_commands"][self.name], self.dir / "kho-inspect")
         self.result["commands"] = {r["command"]: r["exit_code"] for r in records}
         self.result["command_seconds"] = {r["command"]: r["seconds"] for r in records}
 

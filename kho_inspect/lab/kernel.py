@@ -40,8 +40,7 @@ __all__ = (
     "APT_SOURCES",
     "Kernel",
     "PrivateApt",
-    "fragment_options",
-    "config_options",
+    "parse_config",
     "missing_options",
     "kernel_key",
     "ensure_source",
@@ -194,7 +193,9 @@ def fragment_path() -> Path:
     return vm_dir() / "lab.config"
 
 
-def _parse_options(text: str) -> Dict[str, str]:
+def parse_config(text: str) -> Dict[str, str]:
+    """The options of a fragment or a full ``.config``: ``{"CONFIG_X": "y" | "n" | value}``
+    (``# CONFIG_X is not set`` as ``"n"``)."""
     opts: Dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
@@ -206,16 +207,6 @@ def _parse_options(text: str) -> Dict[str, str]:
         if m:
             opts[m.group(1)] = "n"
     return opts
-
-
-def fragment_options(text: str) -> Dict[str, str]:
-    """The options a config fragment asks for: ``{"CONFIG_X": "y" | "n" | value}``."""
-    return _parse_options(text)
-
-
-def config_options(text: str) -> Dict[str, str]:
-    """The options of a full ``.config`` (unset ones as ``"n"``)."""
-    return _parse_options(text)
 
 
 def missing_options(wanted: Dict[str, str], got: Dict[str, str]) -> List[str]:
@@ -242,8 +233,8 @@ def configure(src: Path, build: Path, fragment: str) -> None:
     (build / ".config").write_text(fragment)
     run_checked(["make", "-C", src, f"O={build}", "olddefconfig"], "configure the lab kernel",
                 log=build / "olddefconfig.log")
-    missing = missing_options(fragment_options(fragment),
-                              config_options((build / ".config").read_text()))
+    missing = missing_options(parse_config(fragment),
+                              parse_config((build / ".config").read_text()))
     if missing:
         raise LabError(
             "make olddefconfig dropped options of vm/lab.config (fix their dependencies): "

@@ -1,0 +1,39 @@
+"""
+Model
+-----
+
+The ``kho_inspect.model`` package holds the plain data that walkers produce
+and checks, views and reports consume: frozen dataclasses, one module per
+concept, no drgn. Every type serialises to JSON and back without loss
+(:mod:`kho_inspect.model.base`), so a snapshot saved in kernel N can be checked
+or rendered in kernel N+1 or on another machine.
+
+Modules: :mod:`~kho_inspect.model.memblock` (regions, flag tables,
+``reserve_mem``), and further one module per concept (scratch, preserved
+memory, KHO status and FDT blobs, pageblocks, hugetlb, snapshots, check
+findings). The names most callers need are re-exported here.
+"""
+
+from kho_inspect.model.base import JsonModel, document, from_json, open_document, to_json
+from kho_inspect.model.memblock import (
+    MEMBLOCK_TYPES,
+    FlagTable,
+    MemblockState,
+    MemblockType,
+    Region,
+    ReserveMem,
+)
+
+__all__ = (
+    "JsonModel",
+    "document",
+    "from_json",
+    "open_document",
+    "to_json",
+    "MEMBLOCK_TYPES",
+    "FlagTable",
+    "MemblockState",
+    "MemblockType",
+    "Region",
+    "ReserveMem",
+)

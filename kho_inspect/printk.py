@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""
+Kernel log
+----------
+
+The ``kho_inspect.printk`` module reads a target's kernel log (the printk
+ring buffer) through drgn, from any target: the running kernel, a vmcore or a
+QEMU guest. The text is formatted like ``dmesg(1)`` (``[seconds] message``),
+the format :func:`kho_inspect.bootlog.parse_bootlog` and the KHO diagnosis
+read.
+"""
+
+import drgn
+from drgn.helpers.linux.printk import get_dmesg
+
+from kho_inspect.errors import MemoryReadError
+
+__all__ = ("read_kernel_log",)
+
+
+def read_kernel_log(prog: drgn.Program) -> str:
+    """The kernel log of ``prog`` as ``dmesg`` prints it.
+
+    :raises MemoryReadError: the printk ring buffer cannot be read.
+    """
+    try:
+        return get_dmesg(prog).decode("utf-8", errors="replace")
+    except (drgn.FaultError, LookupError) as e:
+        raise MemoryReadError(f"The kernel log (printk ring buffer) cannot be read: {e}") from e

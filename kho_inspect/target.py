@@ -6,7 +6,11 @@ The ``kho_inspect.target`` module opens a :class:`drgn.Program` for the live
 kernel (``/proc/kcore``), a core file (vmcore, ELF or kdump-compressed dump,
 QEMU ``dump-guest-memory``) or a running QEMU guest (QMP), and loads the
 kernel's debug info. Every failure becomes one :class:`TargetError` or
-:class:`DebugInfoError` sentence that says what is wrong and what to do.
+:class:`DebugInfoError` sentence that says what is wrong and what to do, with
+the path and the keyword (``core``, ``qemu``, ``vmlinux``) as data. Input
+files are looked at before drgn opens them, so that a directory, an empty,
+compressed or truncated file, or a vmlinux given as a dump (or the reverse)
+is named as such (:mod:`kho_inspect.kdump` reads the headers).
 
 Programs are cached per ``(core, qemu, vmlinux)`` within a process, so a batch
 of commands (the lab runs several per kernel) loads debug info once.
@@ -18,15 +22,14 @@ It also answers the questions every walker asks of an opened program:
 import errno
 import os
 import platform
-import struct
+import stat
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple, Type
 
 import drgn
 
 from kho_inspect import kdump
-from kho_inspect.errors import DebugInfoError, TargetError
+from kho_inspect.errors import DebugInfoError, KhoInspectError, TargetError, TruncatedDumpError
 
 __all__ = (
     "TargetSpec",
@@ -108,15 +111,14 @@ def _lockdown_mode() -> Optional[str]:
 def _attach_live(prog: drgn.Program) -> None:
     if os.geteuid() != 0:
         raise TargetError(
-            "Reading the live kernel needs root (it opens /proc/kcore): run kho-inspect "
-            "with sudo, or inspect a dump with --core."
-        )
+            "Reading the live kernel needs root (it opens /proc/kcore)",
+            "run as root (sudo), or inspect a dump with {alternatives}", alternatives=("core",))
     kcore = LIVE_PATHS["kcore"]
     if not os.path.exists(kcore):
         raise TargetError(
             f"{kcore} does not exist (kernel built without CONFIG_PROC_KCORE or /proc not "
-            "mounted): mount /proc, or inspect a dump with --core or a guest with --qemu."
-        )
+            "mounted)", "mount /proc, or inspect a dump with {alternatives}",
+            alternatives=("core", "qemu"), path=kcore)
     try:
         with open(kcore, "rb"):
             pass
@@ -124,83 +126,243 @@ def _attach_live(prog: drgn.Program) -> None:
         mode = _lockdown_mode()
         if e.errno == errno.EPERM and mode and mode != "none":
             raise TargetError(
-                f"The kernel is locked down ({mode}) and refuses {kcore}: boot with "
-                "lockdown=none (or without Secure Boot lockdown), or inspect a dump with --core."
-            ) from e
-        raise TargetError(f"Cannot open {kcore}: {e.strerror}; run as root.") from e
+                f"The kernel is locked down ({mode}) and refuses {kcore}",
+                "boot with lockdown=none (or without Secure Boot lockdown), or inspect a dump "
+                "with {alternatives}", alternatives=("core",), path=kcore) from e
+        raise TargetError(f"Cannot open {kcore} ({e.strerror})", "run as root",
+                          path=kcore) from e
     try:
         prog.set_kernel()
     except (OSError, ValueError) as e:
-        raise TargetError(f"drgn cannot attach to the live kernel: {e}.") from e
+        raise TargetError(f"drgn cannot attach to the live kernel ({e})") from e
 
+
+# --- input files ----------------------------------------------------------------
+
+_FILE_TYPES = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+               (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+               (stat.S_ISBLK, "block device"), (stat.S_ISREG, "regular file"))
+
+
+def _file_type(mode: int) -> str:
+    return next((name for test, name in _FILE_TYPES if test(mode)), "special file")
+
+
+def _stat(path: str, given: str, error: Type[KhoInspectError]) -> os.stat_result:
+    """``os.stat(path)`` of the input given as ``given``, or ``error`` saying why not."""
+    try:
+        return os.stat(path)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise error(f"{path} does not exist", "check the path given to {given}",
+                        given=given, path=path) from e
+        advice = _ACCESS_ADVICE if e.errno == errno.EACCES else "check the path given to {given}"
+        raise error(f"Cannot reach {path} ({e.strerror})", advice, given=given, path=path) from e
+
+
+_ACCESS_ADVICE = "run as a user who may read it (sudo), or change its mode"
+
+
+def _directory_error(path: str, given: str, error: Type[KhoInspectError],
+                     wanted: Tuple[str, ...]) -> KhoInspectError:
+    """Refuse a directory, naming the files in it that look like what was ``wanted``."""
+    try:
+        found = sorted(n for n in os.listdir(path)
+                       if n.startswith(wanted) and os.path.isfile(os.path.join(path, n)))
+    except OSError:
+        found = []
+    advice = "give the path of the file itself to {given}"
+    if found:
+        advice = f"give the file itself, such as {os.path.join(path, found[0])}, to {{given}}"
+    return error(f"{path} is a directory, not a file", advice, given=given, path=path,
+                 available=found or None)
+
+
+def _probe(path: str, given: str, error: Type[KhoInspectError],
+           wanted: Tuple[str, ...]) -> Tuple[bytes, Optional[int]]:
+    """The first bytes of the input file ``path`` and its size (``None``: a block device).
+
+    :param wanted: name prefixes to look for when ``path`` is a directory.
+    :raises error: the file is missing, a directory or other non-file, or unreadable.
+    """
+    st = _stat(path, given, error)
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        raise _directory_error(path, given, error, wanted)
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise error(f"{path} is a {_file_type(mode)}, not a file",
+                    "give the path of a file to {given}", given=given, path=path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(kdump.SNIFF_SIZE)
+    except OSError as e:
+        raise error(f"Cannot read {path} ({e.strerror})", _ACCESS_ADVICE,
+                    given=given, path=path) from e
+    return head, st.st_size if stat.S_ISREG(mode) else None
+
+
+_DECOMPRESSORS = {"gzip": "gunzip", "xz": "unxz", "zstd": "unzstd", "bzip2": "bunzip2",
+                  "lz4": "unlz4"}
+
+
+def _refuse_kind(path: str, kind: str, given: str, error: Type[KhoInspectError]) -> None:
+    """Refuse the kinds of file that are never what ``given`` wants, whatever it wants."""
+    if kind == "empty":
+        raise error(f"{path} is empty (0 bytes: nothing was ever written to it)",
+                    "give a complete file to {given}", given=given, path=path)
+    if kind in _DECOMPRESSORS:
+        raise error(f"{path} is {kdump.KINDS[kind]}",
+                    f"decompress it first ({_DECOMPRESSORS[kind]}) and give the result to "
+                    "{given}", given=given, path=path)
+
+
+# --- core files ---------------------------------------------------------------
 
 _NOT_A_DUMP = ("give a vmcore, an ELF or kdump-compressed dump with vmcoreinfo, or a QEMU "
                "dump-guest-memory file")
+_DUMP_KINDS = ("elf-core", "kdump", "unknown")
+_DUMP_NAMES = ("vmcore", "core", "dump")
 # utsname.machine -> drgn architecture, for kdump files libkdumpfile cannot place.
 _ARCHES = {"x86_64": "X86_64", "aarch64": "AARCH64", "ppc64le": "PPC64", "ppc64": "PPC64",
            "s390x": "S390X", "riscv64": "RISCV64", "arm": "ARM", "i386": "I386"}
 
 
+def _check_core(path: str) -> str:
+    """The kind of the core file at ``path`` (see :data:`kdump.KINDS`), if it may be one.
+
+    :raises TargetError: it is not a dump, or it is cut short.
+    """
+    head, size = _probe(path, "core", TargetError, _DUMP_NAMES)
+    kind = kdump.file_kind(head)
+    _refuse_kind(path, kind, "core", TargetError)
+    if kind == "flattened":
+        raise TargetError(
+            f"{path} is a flattened kdump file (makedumpfile -F, QEMU before 8.2), which drgn "
+            "cannot read", "convert it with makedumpfile -R or python3 -m kho_inspect.kdump",
+            path=path)
+    if kind == "elf-executable":
+        raise TargetError(f"{path} is {kdump.KINDS[kind]}, not a kernel dump",
+                          "give it to {vmlinux} and the dump to {core}", given="core",
+                          path=path)
+    if kind not in _DUMP_KINDS:
+        raise TargetError(f"{path} is {kdump.KINDS[kind]}, not a kernel dump", _NOT_A_DUMP,
+                          given="core", path=path)
+    if size is not None:
+        _refuse_truncated(path, size)
+    return kind
+
+
+def _refuse_truncated(path: str, size: int) -> None:
+    with open(path, "rb") as f:
+        described = kdump.described_size(f)
+    if described is None or size >= described.size:
+        return
+    at_least = "" if described.exact else "at least "
+    raise TruncatedDumpError(
+        f"{path} is truncated: {size} of {at_least}{described.size} bytes (it was cut short "
+        "while it was written or copied)", "take or copy the dump again",
+        given="core", path=path, size=size, expected=described.size)
+
+
 def open_core(path: str) -> drgn.Program:
     """A program for the kernel dump at ``path``.
 
-    :raises TargetError: the file is missing, flattened, or not a kernel dump.
+    :raises TargetError: the file is missing, unreadable, truncated, flattened, or not a
+        kernel dump.
     """
-    if not os.path.exists(path):
-        raise TargetError(f"Core file {path} does not exist: check the path given to --core.")
-    if kdump.is_flattened(Path(path)):
-        raise TargetError(
-            f"{path} is a flattened kdump file (makedumpfile -F, QEMU before 8.2), which drgn "
-            "cannot read: convert it with makedumpfile -R or python3 -m kho_inspect.kdump."
-        )
+    kind = _check_core(path)
     prog = drgn.Program()
     try:
         prog.set_core_dump(path)
     except (OSError, ValueError, drgn.FaultError) as e:
-        raise TargetError(f"{path} is not a kernel dump drgn can read ({e}): {_NOT_A_DUMP}.") \
-            from e
+        raise _unreadable_dump(path, kind, e) from e
     except Exception as e:  # libkdumpfile's errors are plain Exceptions
-        prog = _open_kdump_with_hints(path, e)
+        prog = _open_kdump_with_hints(path, kind, e)
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise TargetError(
-            f"{path} is a core dump but not of a Linux kernel (it has no vmcoreinfo): give a "
-            "vmcore, or a QEMU dump taken with -device vmcoreinfo."
-        )
+            f"{path} is a core dump but not of a Linux kernel (it has no vmcoreinfo)",
+            "give a vmcore, or a QEMU dump taken with -device vmcoreinfo",
+            given="core", path=path)
     return prog
 
 
-def _open_kdump_with_hints(path: str, error: Exception) -> drgn.Program:
+def _unreadable_dump(path: str, kind: str, error: Exception) -> TargetError:
+    # drgn's reason for a file of no format it knows says nothing more than ours
+    if kind == "unknown" and str(error) == "not an ELF core file":
+        return TargetError(f"{path} is not a kernel dump ({kdump.KINDS[kind]})", _NOT_A_DUMP,
+                           given="core", path=path)
+    return TargetError(f"{path} is not a kernel dump drgn can read ({error})", _NOT_A_DUMP,
+                       given="core", path=path)
+
+
+def _open_kdump_with_hints(path: str, kind: str, error: Exception) -> drgn.Program:
     # libkdumpfile cannot always find the architecture of a kdump file (QEMU's
     # dump-guest-memory cores: "KDUMP_ATTR_ARCH_NAME: Key has no value"); given
     # the platform and vmcoreinfo up front, drgn sets them before opening it.
     header = kdump.read_header(path)
     arch = _ARCHES.get(header.machine) if header else None
     if header is None or arch is None or not header.vmcoreinfo:
-        raise TargetError(f"{path} is not a kernel dump drgn can read ({error}): "
-                          f"{_NOT_A_DUMP}.") from error
-    prog = drgn.Program(drgn.Platform(getattr(drgn.Architecture, arch)),
-                        vmcoreinfo=header.vmcoreinfo)
+        raise _unreadable_dump(path, kind, error) from error
     try:
+        prog = drgn.Program(drgn.Platform(getattr(drgn.Architecture, arch)),
+                            vmcoreinfo=header.vmcoreinfo)
         prog.set_core_dump(path)
     except Exception as e:  # libkdumpfile's errors are plain Exceptions
-        raise TargetError(f"{path} is not a kernel dump drgn can read ({e}): "
-                          f"{_NOT_A_DUMP}.") from e
+        raise _unreadable_dump(path, kind, e) from e
     return prog
 
 
+# --- QEMU -----------------------------------------------------------------------
+
+
+def _qmp_advice(sock: str) -> str:
+    return f"start QEMU with -qmp unix:{sock},server=on,wait=off -device vmcoreinfo"
+
+
+def _check_qmp_socket(sock: str) -> None:
+    """:raises TargetError: ``sock`` does not exist or is not a socket."""
+    try:
+        mode = os.stat(sock).st_mode
+    except FileNotFoundError as e:
+        raise TargetError(f"The QMP socket {sock} does not exist", _qmp_advice(sock),
+                          given="qemu", path=sock) from e
+    except OSError as e:
+        raise TargetError(f"Cannot reach {sock} ({e.strerror})", _ACCESS_ADVICE,
+                          given="qemu", path=sock) from e
+    if not stat.S_ISSOCK(mode):
+        raise TargetError(
+            f"{sock} is a {_file_type(mode)}, not a socket",
+            "give the socket of QEMU's -qmp unix:PATH,server=on,wait=off to {given}",
+            given="qemu", path=sock)
+
+
 def _attach_qemu(prog: drgn.Program, sock: str) -> None:
+    _check_qmp_socket(sock)
     try:
         prog.set_qemu_qmp(sock)
     except (OSError, ValueError) as e:
-        raise TargetError(
-            f"Cannot attach to the QEMU guest at {sock} ({e}): start QEMU with "
-            f"-qmp unix:{sock},server=on,wait=off -device vmcoreinfo."
-        ) from e
+        raise _qmp_error(sock, e) from e
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise TargetError(
-            f"The QEMU guest at {sock} published no vmcoreinfo: run QEMU with -device "
-            "vmcoreinfo and a guest kernel with CONFIG_FW_CFG_SYSFS=y."
-        )
+            f"The QEMU guest at {sock} published no vmcoreinfo",
+            "run QEMU with -device vmcoreinfo and a guest kernel with CONFIG_FW_CFG_SYSFS=y",
+            given="qemu", path=sock)
+
+
+def _qmp_error(sock: str, error: Exception) -> TargetError:
+    code = getattr(error, "errno", None)
+    if code == errno.ECONNREFUSED:
+        return TargetError(f"Nothing listens on the QMP socket {sock} (has QEMU exited?)",
+                           _qmp_advice(sock), given="qemu", path=sock)
+    if code in (errno.EACCES, errno.EPERM):
+        return TargetError(f"Cannot connect to the QMP socket {sock} (permission denied)",
+                           "run as root or as the user that started QEMU",
+                           given="qemu", path=sock)
+    return TargetError(f"Cannot attach to the QEMU guest at {sock} ({error})",
+                       _qmp_advice(sock), given="qemu", path=sock)
+
+
+# --- debug info -----------------------------------------------------------------
 
 
 def debug_info_candidates(release: str) -> List[str]:
@@ -218,45 +380,8 @@ def debug_info_candidates(release: str) -> List[str]:
 
 
 def elf_build_id(path: str) -> Optional[bytes]:
-    """The GNU build ID of an ELF file, or ``None``.
-
-    Only the section headers and the notes are read, so this is cheap even on
-    a 300 MB vmlinux.
-    """
-    try:
-        with open(path, "rb") as f:
-            ident = f.read(64)
-            if ident[:4] != b"\x7fELF" or ident[4] != 2:
-                return None
-            endian = "<" if ident[5] == 1 else ">"
-            shoff, = struct.unpack_from(endian + "Q", ident, 0x28)
-            shentsize, shnum = struct.unpack_from(endian + "HH", ident, 0x3A)
-            f.seek(shoff)
-            table = f.read(shentsize * shnum)
-            for i in range(shnum):
-                sh_type, = struct.unpack_from(endian + "I", table, i * shentsize + 4)
-                if sh_type != 7:  # SHT_NOTE
-                    continue
-                off, size = struct.unpack_from(endian + "QQ", table, i * shentsize + 0x18)
-                f.seek(off)
-                found = _build_id_from_notes(f.read(size), endian)
-                if found:
-                    return found
-    except (OSError, struct.error):
-        return None
-    return None
-
-
-def _build_id_from_notes(notes: bytes, endian: str) -> Optional[bytes]:
-    pos = 0
-    while pos + 12 <= len(notes):
-        namesz, descsz, ntype = struct.unpack_from(endian + "III", notes, pos)
-        name_start = pos + 12
-        desc_start = name_start + ((namesz + 3) & ~3)
-        if ntype == 3 and notes[name_start:name_start + namesz].rstrip(b"\0") == b"GNU":
-            return notes[desc_start:desc_start + descsz]
-        pos = desc_start + ((descsz + 3) & ~3)
-    return None
+    """The GNU build ID of an ELF file, or ``None`` (see :func:`kdump.elf_build_id`)."""
+    return kdump.elf_build_id(path)
 
 
 def kernel_build_id(prog: drgn.Program) -> Optional[bytes]:
@@ -279,6 +404,22 @@ def _try_load(prog: drgn.Program, paths: Iterable[str]) -> bool:
     return True
 
 
+def _check_vmlinux(path: str) -> None:
+    """:raises DebugInfoError: ``path`` cannot be a vmlinux (missing, not ELF, a dump...)."""
+    head, _size = _probe(path, "vmlinux", DebugInfoError, ("vmlinux",))
+    kind = kdump.file_kind(head)
+    _refuse_kind(path, kind, "vmlinux", DebugInfoError)
+    if kind in ("elf-core", "kdump", "flattened"):
+        raise DebugInfoError(f"{path} is {kdump.KINDS[kind]}, not a vmlinux",
+                             "give it to {core} and the vmlinux of that kernel to {vmlinux}",
+                             given="vmlinux", path=path)
+    if not kind.startswith("elf-"):
+        what = (f"{path} is {kdump.KINDS[kind]}, which has no debug info" if kind == "bzimage"
+                else f"{path} is not an ELF file")
+        raise DebugInfoError(what, "give the vmlinux of the same build (an ELF file with DWARF) "
+                             "to {vmlinux}", given="vmlinux", path=path)
+
+
 def load_kernel_debug_info(prog: drgn.Program, vmlinux: Optional[str]) -> None:
     """Load vmlinux debug info from ``vmlinux`` or the usual places.
 
@@ -286,32 +427,41 @@ def load_kernel_debug_info(prog: drgn.Program, vmlinux: Optional[str]) -> None:
     """
     release = kernel_release(prog) or platform.release()
     if vmlinux:
-        if not os.path.exists(vmlinux):
-            raise DebugInfoError(f"{vmlinux} does not exist: check the path given to --vmlinux.")
+        _check_vmlinux(vmlinux)
         if _try_load(prog, [vmlinux]):
             return
-        raise DebugInfoError(_explain_unusable(prog, vmlinux, release))
-    existing = [p for p in debug_info_candidates(release) if os.path.exists(p)]
+        raise _unusable(prog, vmlinux, release, given=True)
+    existing = [p for p in debug_info_candidates(release) if os.path.isfile(p)]
     if _try_load(prog, existing):
         return
+    for path in existing:
+        error = _unusable(prog, path, release, given=False)
+        if error.build_id:
+            raise error
     raise DebugInfoError(
-        f"No debug info found for kernel {release}: pass --vmlinux PATH to the vmlinux with "
-        "DWARF that belongs to it (Debian: install the linux-image-*-dbg package)."
-    )
+        f"No debug info found for kernel {release}",
+        "pass {alternatives} to the vmlinux with DWARF that belongs to it (Debian: install the "
+        "linux-image-*-dbg package)", alternatives=("vmlinux",), release=release)
 
 
-def _explain_unusable(prog: drgn.Program, vmlinux: str, release: str) -> str:
+def _unusable(prog: drgn.Program, vmlinux: str, release: str, given: bool) -> DebugInfoError:
+    """Why ``vmlinux`` gave no debug info for the target; ``build_id`` set on a mismatch."""
     file_id = elf_build_id(vmlinux)
     kernel_id = kernel_build_id(prog)
+    found = "" if given else "The vmlinux found at "
     if file_id and kernel_id and file_id != kernel_id:
-        return (
-            f"{vmlinux} does not match the target kernel {release} (build ID {file_id.hex()} "
-            f"!= {kernel_id.hex()}): pass the vmlinux built together with this kernel."
-        )
-    return (
-        f"{vmlinux} has no usable debug info for kernel {release}: pass a vmlinux built with "
-        "CONFIG_DEBUG_INFO (not a stripped or compressed image)."
-    )
+        return DebugInfoError(
+            f"{found}{vmlinux} does not match the target kernel {release} (build ID "
+            f"{file_id.hex()} != {kernel_id.hex()})",
+            "pass the vmlinux built together with this kernel"
+            + ("" if given else " as {alternatives}"),
+            alternatives=() if given else ("vmlinux",), path=vmlinux, release=release,
+            build_id=file_id, kernel_build_id=kernel_id)
+    return DebugInfoError(
+        f"{found}{vmlinux} has no usable debug info for kernel {release}",
+        "pass a vmlinux built with CONFIG_DEBUG_INFO (not a stripped or compressed image)"
+        + ("" if given else " as {alternatives}"),
+        alternatives=() if given else ("vmlinux",), path=vmlinux, release=release)
 
 
 # --- questions about an opened program --------------------------------------

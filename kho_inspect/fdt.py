@@ -76,6 +76,7 @@ __all__ = (
     "decode_kho_test",
     "DecodedBlob",
     "decode_blob",
+    "decode_generic",
 )
 
 FDT_MAGIC = 0xD00DFEED
@@ -868,7 +869,9 @@ def _compat_of(value: Any) -> Optional[str]:
     return getattr(value, "compatible", None)
 
 
-def _generic(data: bytes) -> Tuple[str, Optional[str], Any]:
+def decode_generic(data: bytes) -> Tuple[str, Optional[str], Any]:
+    """``(kind, compatible, value)`` of a blob without a known decoder: an
+    FDT tree (``"fdt"``) if it is a valid FDT, else its bytes (``"raw"``)."""
     if looks_like_fdt(data):
         try:
             tree = parse_fdt(data)
@@ -879,7 +882,7 @@ def _generic(data: bytes) -> Tuple[str, Optional[str], Any]:
     return "raw", None, data
 
 
-def decode_blob(name: str, data: bytes, read_page: Optional[ReadPage] = None,
+def decode_blob(name: str, data: bytes, read_page: Optional[ReadPage] = None, *,
                 page_size: int = 4096, byteorder: str = "little") -> DecodedBlob:
     """Decode one sub-blob by its FDT ``compatible``, else by its node name.
 
@@ -887,7 +890,7 @@ def decode_blob(name: str, data: bytes, read_page: Optional[ReadPage] = None,
     :class:`~kho_inspect.errors.CorruptTreeError` becomes ``error`` and the
     blob falls back to a generic FDT tree or a hex dump.
     """
-    kind, compat, value = _generic(data)
+    kind, compat, value = decode_generic(data)
     try:
         if kind == "fdt" and compat in _FDT_DECODERS:
             known, fdt_decoder = _FDT_DECODERS[compat]

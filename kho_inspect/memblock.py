@@ -66,11 +66,11 @@ MAX_REGIONS = 1 << 20
 
 _DISCARDED_ADVICE = (
     "inspect a kernel that keeps memblock (CONFIG_ARCH_KEEP_MEMBLOCK, which x86 gets with "
-    "CONFIG_INTEL_TDX_HOST) or a vmcore taken during boot, or pass --allow-stale to see the "
+    "CONFIG_INTEL_TDX_HOST) or a vmcore taken during boot, or pass {alternatives} to see the "
     "arrays as they were left"
 )
 _CORRUPT_ADVICE = (
-    "check that the debug info (--vmlinux) belongs to this kernel, or pass --allow-stale to "
+    "check that the debug info ({vmlinux}) belongs to this kernel, or pass {alternatives} to "
     "see the arrays anyway"
 )
 
@@ -251,8 +251,8 @@ def _init_array(prog: Program, header: _Header) -> Optional[int]:
 
 
 def _discarded_arrays(prog: Program, headers: Sequence[_Header]) -> List[str]:
-    # What discarded memory/reserved arrays still hold (kernel-notes A4): the
-    # static arrays stay as boot left them, grown ones were freed.
+    # What discarded memory/reserved arrays still hold: the static arrays stay
+    # as boot left them, grown ones were freed (docs/kernel/memblock.md#discarded-after-boot).
     kept = [h for h in headers if h.name in INIT_REGIONS and h.regions]
     frozen = [h.symbol for h in kept if h.regions == _init_array(prog, h)]
     out = []
@@ -274,7 +274,8 @@ def _header_reasons(prog: Program, headers: Sequence[_Header], discarded: Option
 
 def _refuse(reasons: Sequence[str], discarded: bool) -> NoReturn:
     advice = _DISCARDED_ADVICE if discarded else _CORRUPT_ADVICE
-    raise StaleMemblockError(f"memblock cannot be trusted ({'; '.join(reasons)}): {advice}.")
+    raise StaleMemblockError(f"memblock cannot be trusted ({'; '.join(reasons)})", advice,
+                             alternatives=("allow_stale",))
 
 
 # --- reading ----------------------------------------------------------------
@@ -285,8 +286,8 @@ def _memblock_variable(prog: Program) -> Object:
         return find_variable(prog, ("memblock",), MEMBLOCK_SOURCE)[1]
     except LookupError as e:
         raise DebugInfoError(
-            "The debug info has no variable memblock (struct memblock): pass a vmlinux with "
-            "complete DWARF for this kernel with --vmlinux."
+            "The debug info has no variable memblock (struct memblock)",
+            "pass a vmlinux with complete DWARF for this kernel with {vmlinux}",
         ) from e
 
 
@@ -302,14 +303,14 @@ def _read_struct(prog: Program, memblock: Object) -> Object:
                 "kernel that keeps memblock or a vmcore taken during boot can show it."
             ) from e
         raise MemoryReadError(
-            f"struct memblock at {memblock.address_:#x} cannot be read ({e.message}): the "
-            "dump lacks that page or the debug info (--vmlinux) belongs to another kernel."
+            f"struct memblock at {memblock.address_:#x} cannot be read ({e.message})",
+            "the dump lacks that page or the debug info ({vmlinux}) belongs to another kernel",
         ) from e
 
 
 def _physmem_header(prog: Program, memblock: Object) -> Optional[_Header]:
     # CONFIG_HAVE_MEMBLOCK_PHYS_MAP: a global in 7.3; older kernels had it as
-    # a member of struct memblock (kernel-notes A1).
+    # a member of struct memblock (docs/kernel/history.md#physmem).
     try:
         return _Header.of(find_variable(prog, ("physmem",), MEMBLOCK_SOURCE)[1].read_(),
                           "physmem", "physmem")

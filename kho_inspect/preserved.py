@@ -24,13 +24,13 @@ preserves across a Kexec HandOver, from one of these sources:
 The incoming tree (``kho_in.radix_tree``) is deliberately not a source: its
 pages are never reserved, go back to the page allocator at
 ``memblock_free_all()`` and are reused, so after boot the root dangles
-(kernel-notes B8). :func:`refuse_incoming` explains that.
+(docs/kernel/kho.md#incoming-tree). :func:`refuse_incoming` explains that.
 """
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from struct import pack, unpack_from
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Program, offsetof, sizeof
@@ -46,9 +46,12 @@ from kho_inspect.errors import (
     StaleMemblockError,
 )
 from kho_inspect.fdt import decode_kho_root
-from kho_inspect.kho import is_kho_boot, kho_in, kho_out, read_root_fdt
+from kho_inspect.kho import is_kho_boot, kho_enabled, kho_in, kho_out
+from kho_inspect.kho_fdt import read_root_fdt
 from kho_inspect.memblock import read_memblock
-from kho_inspect.model import MemblockState, Region
+from kho_inspect.model.memblock import MemblockState, Region
+from kho_inspect.model.preserved import PreservedReport
+from kho_inspect.model.snapshot import SNAPSHOT_SCHEMA, load_snapshot_document
 from kho_inspect.radix import (
     PreservedMemory,
     coalesce_ranges,
@@ -61,7 +64,6 @@ from kho_inspect.target import byteorder, kernel_release
 __all__ = (
     "KHO_PAGE_MAGIC",
     "SOURCES",
-    "PreservedReport",
     "find_magic_heads",
     "load_snapshot",
     "read_outgoing",
@@ -80,98 +82,7 @@ SOURCES = ("out", "in", "reserved", "pages", "snapshot")
 KHO_PAGE_MAGIC = 0x4B484F50
 """The magic that ``kho_preserved_memory_reserve()`` stores in a head page."""
 
-PreservedRow = Tuple[int, int, Optional[int]]
-"""``(phys, size, order)``; the order is ``None`` where the source has none."""
-
 _SCAN_PAGES = 1 << 15  # struct pages read per chunk (2 MiB of struct page)
-
-
-@dataclass(frozen=True)
-class PreservedReport:
-    """Preserved memory from one source, as ``kho preserved`` reports it.
-
-    :param ranges: ``(phys, size, order)``, coalesced per order.
-    :param tree_pages: pages of the radix tree itself (source ``out``).
-    :param histogram: order -> number of preserved blocks.
-    :param keys: raw radix keys (``--raw``), in walk order.
-    :param root: physical address of the root table (source ``out``).
-    :param kernel: ``UTS_RELEASE`` of the kernel that was read.
-    :param origin: for snapshots: the file and the source and kernel it was
-        taken from.
-    """
-
-    source: str
-    ranges: Tuple[PreservedRow, ...]
-    tree_pages: Tuple[int, ...] = ()
-    histogram: Mapping[int, int] = field(default_factory=dict)
-    keys: Optional[Tuple[int, ...]] = None
-    root: Optional[int] = None
-    kernel: Optional[str] = None
-    page_shift: int = 12
-    notes: Tuple[str, ...] = ()
-    origin: Optional[Mapping[str, Any]] = None
-
-    def range_set(self) -> RangeSet:
-        """Every preserved byte, orders merged."""
-        return RangeSet(Range(phys, size) for phys, size, _ in self.ranges)
-
-    def totals(self) -> Dict[str, Any]:
-        page = 1 << self.page_shift
-        by_order = {
-            str(order): {"blocks": n, "bytes": n << (self.page_shift + order)}
-            for order, n in self.histogram.items()
-        }
-        return {
-            "ranges": len(self.ranges),
-            "blocks": sum(self.histogram.values()) if self.histogram else None,
-            "bytes": sum(size for _, size, _ in self.ranges),
-            "tree_pages": len(self.tree_pages),
-            "tree_bytes": len(self.tree_pages) * page,
-            "by_order": by_order,
-        }
-
-    def to_json(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {
-            "source": self.source,
-            "kernel": self.kernel,
-            "page_shift": self.page_shift,
-            "root": self.root,
-            "ranges": [{"phys": p, "size": s, "order": o} for p, s, o in self.ranges],
-            "tree_pages": list(self.tree_pages),
-            "histogram": {str(o): n for o, n in self.histogram.items()},
-            "totals": self.totals(),
-            "notes": list(self.notes),
-        }
-        if self.keys is not None:
-            out["keys"] = list(self.keys)
-        if self.origin is not None:
-            out["snapshot"] = dict(self.origin)
-        return out
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any], origin: Optional[Mapping[str, Any]] = None
-                  ) -> "PreservedReport":
-        """Rebuild a report from :meth:`to_json` output.
-
-        :raises KeyError, TypeError, ValueError: the object has another shape.
-        """
-        ranges = tuple(
-            (int(r["phys"]), int(r["size"]), None if r.get("order") is None else int(r["order"]))
-            for r in obj["ranges"]
-        )
-        keys = obj.get("keys")
-        return cls(
-            source=str(obj["source"]),
-            ranges=ranges,
-            tree_pages=tuple(int(p) for p in obj.get("tree_pages", ())),
-            histogram={int(o): int(n) for o, n in obj.get("histogram", {}).items()},
-            keys=None if keys is None else tuple(int(k) for k in keys),
-            root=None if obj.get("root") is None else int(obj["root"]),
-            kernel=obj.get("kernel"),
-            page_shift=int(obj.get("page_shift", 12)),
-            notes=tuple(str(n) for n in obj.get("notes", ())),
-            origin=origin,
-        )
 
 
 def _from_walk(source: str, pm: PreservedMemory, **kwargs: Any) -> PreservedReport:
@@ -203,8 +114,8 @@ def reserved_regions(state: MemblockState) -> Tuple[List[Region], List[str]]:
     if not flags.has("RSRV_NOINIT"):
         raise NotKhoKernelError(
             "This kernel's enum memblock_flags has no MEMBLOCK_RSRV_NOINIT, so preserved "
-            "memory cannot be told apart in memblock.reserved: use --from pages or "
-            "--from snapshot FILE."
+            "memory cannot be told apart in memblock.reserved",
+            given="source", name="reserved", alternatives=("pages", "snapshot"),
         )
     notes = []
     if not flags.has("RSRV_HUGETLB"):
@@ -220,6 +131,7 @@ def reserved_regions(state: MemblockState) -> Tuple[List[Region], List[str]]:
 def find_magic_heads(
     data: bytes,
     first_pfn: int,
+    *,
     struct_size: int,
     private_offset: int,
     byteorder: str = "little",
@@ -278,8 +190,20 @@ def heads_to_report(heads: Iterable[Tuple[int, int]], page_shift: int,
     )
 
 
+def _from_snapshot_document(obj: Dict[str, Any], path: str) -> PreservedReport:
+    # A `kho-inspect snapshot` document: its outgoing preserved memory.
+    snap = load_snapshot_document(obj, f"the snapshot {path}")
+    report = snap.preserved_out
+    if report is None:
+        raise InputError(f"The snapshot {path} holds no outgoing preserved memory: "
+                         f"{snap.why_missing('preserved_out')}", path=path)
+    origin = {"file": path, "source": report.source, "kernel": snap.release}
+    return replace(report, source="snapshot", origin=origin)
+
+
 def load_snapshot(path: str) -> PreservedReport:
-    """Load a snapshot saved with ``kho-inspect kho preserved --json``.
+    """Load a snapshot saved with ``kho-inspect kho preserved --json`` or
+    ``kho-inspect snapshot`` (its ``preserved_out`` section).
 
     :raises InputError: the file is unreadable or not such a snapshot.
     """
@@ -287,16 +211,19 @@ def load_snapshot(path: str) -> PreservedReport:
         with open(path) as f:
             obj = json.load(f)
     except OSError as e:
-        raise InputError(f"Cannot read snapshot {path}: {e.strerror}.") from e
+        raise InputError(f"Cannot read snapshot {path}: {e.strerror}.", path=path) from e
     except ValueError as e:
-        raise InputError(f"Snapshot {path} is not JSON ({e}): save one with "
-                         "`kho-inspect kho preserved --json > FILE` in the previous kernel.") from e
+        raise InputError(f"Snapshot {path} is not JSON ({e})",
+                         "save one with `kho-inspect kho preserved --json > FILE` in the "
+                         "previous kernel", path=path) from e
+    if isinstance(obj, dict) and obj.get("schema") == SNAPSHOT_SCHEMA:
+        return _from_snapshot_document(obj, path)
     try:
         origin = {"file": path, "source": obj["source"], "kernel": obj.get("kernel")}
         return replace(PreservedReport.from_json(obj, origin=origin), source="snapshot")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise InputError(f"{path} is not a snapshot of `kho-inspect kho preserved --json` "
-                         f"(bad or missing {e}).") from e
+                         f"(bad or missing {e}).", path=path) from e
 
 
 # --- drgn -------------------------------------------------------------------
@@ -378,14 +305,20 @@ def read_outgoing(prog: Program, keys: bool = False) -> PreservedReport:
     :raises CorruptTreeError: the tree is malformed (the message has the path).
     """
     kout = kho_out(prog)
+    if kho_enabled(prog) is False:
+        # kho_fill_kimage() hands nothing over then (kexec_handover.c:2049).
+        raise NotKhoKernelError("KHO is off on this kernel (kho_enable is false), so it hands "
+                                "nothing over",
+                                "KHO is not active (not requested, or it disabled itself: see "
+                                "the kernel log)")
     try:
         root = kout.radix_tree.root
     except AttributeError:
         return read_outgoing_v1(prog, kout)
     if not root.value_():
-        raise NotKhoKernelError(
-            "kho_out.radix_tree.root is NULL: KHO is disabled on this kernel (boot with kho=on)."
-        )
+        raise NotKhoKernelError("kho_out.radix_tree.root is NULL",
+                                "KHO is not active on this kernel (not requested, or it "
+                                "disabled itself: see the kernel log)")
     root_phys = _phys_of(prog, root.value_(), "kho_out.radix_tree.root")
     args = _walk_args(prog)
     pm = walk_radix_tree(args.pop("read_page"), root_phys, keys=keys, **args)
@@ -440,15 +373,17 @@ def refuse_incoming(prog: Optional[Program] = None) -> None:
     if prog is not None and _cold_boot(prog):
         raise IncomingTreeError(
             "This kernel was not booted through KHO (kho_in.fdt_phys is 0), so there is no "
-            "incoming tree; --from out shows what this kernel will hand over."
+            "incoming tree",
+            "{alternatives} shows what this kernel will hand over",
+            given="source", name="in", alternatives=("out",),
         )
     raise IncomingTreeError(
         "The incoming radix tree (kho_in.radix_tree) cannot be walked after boot: "
         "kho_mem_retrieve() reserves only the memory it describes, so its own pages went back "
-        "to the page allocator at memblock_free_all() and may be reused; use --from reserved "
-        "(noinit memblock reservations), --from pages (head pages still carrying the KHO "
-        "magic) or --from snapshot FILE (saved with `kho-inspect kho preserved --json` in the "
-        "previous kernel)."
+        "to the page allocator at memblock_free_all() and may be reused",
+        "use {alternatives} (the noinit memblock reservations, the head pages still carrying "
+        "the KHO magic, or a report saved in the previous kernel)",
+        given="source", name="in", alternatives=("reserved", "pages", "snapshot"),
     )
 
 
@@ -467,12 +402,15 @@ def _kho_boot_note(prog: Program) -> List[str]:
     return []
 
 
-def _reserved_state(prog: Program, state: Optional[MemblockState]) -> MemblockState:
+def _reserved_state(prog: Program, state: Optional[MemblockState],
+                    source: str) -> MemblockState:
+    # Sources "reserved" and "pages" both stand on the noinit reservations.
     state = state if state is not None else read_memblock(prog, allow_stale=True)
     if state.stale:
         raise StaleMemblockError(
-            f"memblock.reserved cannot be trusted ({state.stale_reason}): use --from pages "
-            "or --from snapshot FILE."
+            f"memblock.reserved cannot be trusted ({state.stale_reason})",
+            given="source", name=source,
+            alternatives=tuple(s for s in ("pages", "snapshot") if s != source),
         )
     return state
 
@@ -483,7 +421,7 @@ def read_reserved(prog: Program, state: Optional[MemblockState] = None) -> Prese
     :param state: an already read memblock state.
     :raises StaleMemblockError: memblock was discarded after boot.
     """
-    regions, notes = reserved_regions(_reserved_state(prog, state))
+    regions, notes = reserved_regions(_reserved_state(prog, state, "reserved"))
     return PreservedReport(
         source="reserved",
         ranges=tuple((r.base, r.size, None) for r in regions),
@@ -493,7 +431,7 @@ def read_reserved(prog: Program, state: Optional[MemblockState] = None) -> Prese
     )
 
 
-def _scan_region(prog: Program, region: Region, page_shift: int, page0: int,
+def _scan_region(prog: Program, region: Region, *, page_shift: int, page0: int,
                  struct_size: int, private: int, notes: List[str]) -> List[Tuple[int, int]]:
     first = region.base >> page_shift
     stop = (region.end + (1 << page_shift) - 1) >> page_shift
@@ -507,7 +445,8 @@ def _scan_region(prog: Program, region: Region, page_shift: int, page0: int,
             notes.append(f"The struct pages of {Range(pfn << page_shift, count << page_shift)} "
                          "are not readable and were skipped.")
             continue
-        heads.extend(find_magic_heads(data, pfn, struct_size, private, order))
+        heads.extend(find_magic_heads(data, pfn, struct_size=struct_size,
+                                     private_offset=private, byteorder=order))
     return heads
 
 
@@ -519,14 +458,15 @@ def read_pages(prog: Program, state: Optional[MemblockState] = None) -> Preserve
 
     :raises StaleMemblockError: memblock was discarded after boot.
     """
-    regions, notes = reserved_regions(_reserved_state(prog, state))
+    regions, notes = reserved_regions(_reserved_state(prog, state, "pages"))
     page_shift = prog["PAGE_SHIFT"].value_()
     page_type = prog.type("struct page")
     struct_size, private = sizeof(page_type), offsetof(page_type, "private")
     page0 = pfn_to_page(prog, 0).value_()
     heads: List[Tuple[int, int]] = []
     for region in regions:
-        heads.extend(_scan_region(prog, region, page_shift, page0, struct_size, private, notes))
+        heads.extend(_scan_region(prog, region, page_shift=page_shift, page0=page0,
+                                  struct_size=struct_size, private=private, notes=notes))
     return heads_to_report(heads, page_shift, kernel=kernel_release(prog),
                            notes=_kho_boot_note(prog) + notes)
 
@@ -540,8 +480,8 @@ def read_preserved(prog: Optional[Program], source: str, *, snapshot: Optional[s
     """
     if source == "snapshot":
         if not snapshot:
-            raise InputError("--from snapshot needs the FILE saved by "
-                             "`kho-inspect kho preserved --json`.")
+            raise InputError("Source 'snapshot' needs the file of a report saved in the "
+                             "previous kernel", "give it as {given}", given="snapshot")
         return load_snapshot(snapshot)
     if prog is None:
         raise ValueError(f"source {source!r} needs a program")

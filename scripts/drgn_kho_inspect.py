@@ -12,10 +12,16 @@ Examples::
 
 Inside an interactive drgn session the same works with ``%run``-style
 ``exec(open("scripts/drgn_kho_inspect.py").read())`` after setting
-``sys.argv``, or by importing the library directly::
+``sys.argv``, or by importing the library directly: the walkers take
+``prog`` and return model objects (kho_inspect.model), and their errors name
+keyword arguments, not command-line flags::
 
     >>> from kho_inspect.memblock import read_memblock
     >>> read_memblock(prog).reserved.regions[:3]
+    >>> from kho_inspect.scratch import scratch_report
+    >>> scratch_report(prog).total
+    >>> from kho_inspect.kho_fdt import read_kho_fdt
+    >>> read_kho_fdt(prog, "in")   # on a cold boot: "... use direction='out' ..."
 """
 
 import os

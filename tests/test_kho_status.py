@@ -1,5 +1,6 @@
 """kho status and kho fdt on synthetic Linux 7.3 kernels."""
 
+import dataclasses
 import json
 
 import libfdt
@@ -17,9 +18,17 @@ from synth.kho import (
 )
 
 from kho_inspect.cli import Session, run
-from kho_inspect.errors import EXIT_CANNOT_INSPECT, EXIT_OK, EXIT_USAGE
+from kho_inspect.cli.errors import cli_message
+from kho_inspect.errors import (
+    EXIT_CANNOT_INSPECT,
+    EXIT_OK,
+    EXIT_USAGE,
+    NotInKernelError,
+    NotKhoKernelError,
+)
 from kho_inspect.fdt import KHO_TEST_MAGIC
-from kho_inspect.kho import kho_status
+from kho_inspect.kho_fdt import read_kho_fdt
+from kho_inspect.kho_status import kho_status
 
 FOLIOS = [(0x2000_0000 + (i << 22), i % 11) for i in range(700)]
 MYSTERY = bytes(range(40))
@@ -90,11 +99,11 @@ def test_status_kho_off(capsys):
     prog, _ = kho_kernel(enabled=False, luo=None)
     st = _json(capsys, prog, "kho", "status")
     assert (st["enabled"], st["compatible"], st["fdt_out"], st["luo"]) == (False, None, None, None)
-    assert "KHO is disabled: boot with kho=on." in st["notes"]
+    assert st["activation"]["state"] == "not requested"  # why: tests/test_diagnosis.py
     assert "This kernel has no LUO (CONFIG_LIVEUPDATE=n)." in st["notes"]
     assert _error(capsys, prog, "kho", "fdt") == (
-        "kho_out.fdt is NULL: KHO is disabled on this kernel (boot with kho=on) or kho_init() "
-        "failed (see the kernel log).")
+        "No outgoing root FDT: KHO is off (kho_enable is false) and the command line cannot be "
+        "read, so whether it was asked for is unknown: boot with kho=on to use KHO.")
 
 
 @pytest.mark.parametrize("argv", [["kho", "status"], ["kho", "fdt"], ["kho", "fdt", "--in"]])
@@ -233,3 +242,34 @@ def test_fdt_unreadable_blob_and_corrupt_root(capsys):
         "KHO blob kexec-metadata at physical address 0x200000000000 cannot be read")
     kernel.write_phys(layout.out_fdt + 8, b"\xff\xff")
     assert "is not a valid FDT (libfdt:" in _error(capsys, kernel.prog, "kho", "fdt")
+
+
+# --- errors carry data, worded for the caller ---------------------------------
+
+
+def test_missing_blob_names_itself_and_the_blobs_there_are(kho_boot):
+    prog, _ = kho_boot
+    with pytest.raises(NotInKernelError) as info:
+        read_kho_fdt(prog, "out", ["nope"])
+    err = info.value
+    assert isinstance(err, KeyError)
+    assert (err.given, err.name) == ("names", "nope")
+    assert err.available == ("mystery", "kho_test", "memblock", "LUO", "kexec-metadata")
+    assert str(err) == ("The outgoing root FDT has no subnode 'nope': it has mystery, kho_test, "
+                        "memblock, LUO, kexec-metadata.")
+
+
+def test_walker_errors_name_no_flag_but_the_cli_does():
+    prog, _ = kho_kernel()
+    with pytest.raises(NotKhoKernelError) as info:
+        read_kho_fdt(prog, "in")
+    assert "--" not in str(info.value)
+    assert str(info.value).endswith(": use direction='out' for the FDT it will hand over.")
+    assert cli_message(info.value).endswith(": use --out for the FDT it will hand over.")
+
+
+def test_status_is_built_in_one_step(kho_boot):
+    st = kho_status(kho_boot[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st.kexec_count = 0
+    assert isinstance(st.notes, tuple)

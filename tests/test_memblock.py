@@ -22,6 +22,7 @@ from synth.memblock import (
 )
 
 from kho_inspect.cli import Session, run
+from kho_inspect.cli.errors import cli_message
 from kho_inspect.errors import EXIT_CANNOT_INSPECT, EXIT_OK, StaleMemblockError
 from kho_inspect.memblock import read_memblock
 from kho_inspect.preserved import read_reserved
@@ -391,8 +392,12 @@ def test_kernel_without_memblock_debug_info(capsys):
 def test_preserved_from_reserved_refuses_stale_memblock_in_its_own_words():
     prog, _ = memblock_kernel("discarded", memory=MEMORY, reserved=RESERVED)
     with pytest.raises(StaleMemblockError, match=r"^memblock.reserved cannot be trusted \("
-                                                 r".*\): use --from pages or --from snapshot"):
+                                                 r".*\): use source='pages' or "
+                                                 r"source='snapshot'\.$") as info:
         read_reserved(prog)
+    assert (info.value.given, info.value.name, info.value.alternatives) == (
+        "source", "reserved", ("pages", "snapshot"))
+    assert cli_message(info.value).endswith(": use --from pages or --from snapshot FILE.")
 
 
 # --- records ------------------------------------------------------------------

@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kho_inspect.cli.errors import cli_message
+from kho_inspect.errors import NotInKernelError
 from kho_inspect.model import FlagTable, MemblockState, MemblockType, Region, ReserveMem
+from kho_inspect.model.memblock import flag_name, type_names
 
 BITS = [1 << i for i in range(12)]
 
@@ -128,3 +131,30 @@ def test_region_map_finds_the_region_of_an_address():
     assert m.get(0x1FFF) == a and m.get(0x2000) is None and m[0x3000] == b
     with pytest.raises(ValueError):
         mtype("memory", (a, Region(0x1800, 0x1000))).region_map()
+
+
+def test_flag_name_resolves_spellings_and_refuses_with_the_kernels_flags():
+    table = FlagTable({"NONE": 0, "HOTPLUG": 1, "KHO_SCRATCH": 0x40})
+    assert flag_name(table, "memblock_kho_scratch") == "KHO_SCRATCH"
+    assert flag_name(table, "0x40") == "KHO_SCRATCH" and flag_name(table, "0x100") == "0x100"
+    with pytest.raises(NotInKernelError) as info:
+        flag_name(table, "RSRV_HUGETLB")
+    err = info.value
+    assert (err.given, err.name, err.available) == ("flag", "RSRV_HUGETLB",
+                                                   ("NONE", "HOTPLUG", "KHO_SCRATCH"))
+    assert "its flags are NONE, HOTPLUG, KHO_SCRATCH" in str(err)
+
+
+def test_type_names_refuses_a_type_the_kernel_lacks_in_api_and_cli_words():
+    state = MemblockState({"memory": mtype("memory", ()), "reserved": mtype("reserved", ())},
+                          FlagTable({}))
+    assert type_names(state, "all") == ["memory", "reserved"]
+    with pytest.raises(NotInKernelError) as info:
+        type_names(state, "physmem")
+    assert str(info.value).endswith(": use the types argument memory, reserved or all.")
+    assert cli_message(info.value).endswith(": use --type memory, reserved or all.")
+
+
+def test_memblock_type_json_round_trip():
+    t = mtype("reserved", (Region(0x1000, 0x2000, ("RSRV_KERN",), 0),), extra=2)
+    assert MemblockType.from_json(json.loads(json.dumps(t.to_json()))) == t

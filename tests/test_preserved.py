@@ -25,10 +25,9 @@ from synth.mm import memblock_state as make_state
 from kho_inspect import preserved as preserved_module
 from kho_inspect.cli import Session, run
 from kho_inspect.errors import EXIT_CANNOT_INSPECT, EXIT_USAGE, InputError, NotKhoKernelError
-from kho_inspect.model import FlagTable, MemblockState, MemblockType, Region
+from kho_inspect.model import FlagTable, MemblockState, MemblockType, PreservedReport, Region
 from kho_inspect.preserved import (
     KHO_PAGE_MAGIC,
-    PreservedReport,
     find_magic_heads,
     heads_to_report,
     load_snapshot,
@@ -60,7 +59,8 @@ def test_magic_heads_are_found_only_at_the_private_field(byteorder):
     # The magic at another offset of a struct page is not a head.
     fmt = "<I" if byteorder == "little" else ">I"
     struct.pack_into(fmt, data, 2 * STRUCT_PAGE + 8, KHO_PAGE_MAGIC)
-    heads = find_magic_heads(bytes(data), 0x100, STRUCT_PAGE, PRIVATE, byteorder)
+    heads = find_magic_heads(bytes(data), 0x100, struct_size=STRUCT_PAGE,
+                             private_offset=PRIVATE, byteorder=byteorder)
     assert heads == [(0x101, 9), (0x103, 0)]
 
 
@@ -325,7 +325,8 @@ def test_cli_corrupt_tree_is_exit_2_with_the_path(capsys, value, problem):
 def test_cli_kho_disabled_is_exit_2(capsys):
     kernel, _ = kernel_n(enabled=False)
     assert preserved(kernel.prog) == EXIT_CANNOT_INSPECT
-    assert "KHO is disabled" in capsys.readouterr().err
+    # The activation says why (tests/test_diagnosis.py has each state).
+    assert "Nothing is preserved: KHO is off (kho_enable is false)" in capsys.readouterr().err
 
 
 def test_cli_file_goes_with_snapshot_only(capsys):

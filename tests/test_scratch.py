@@ -14,18 +14,18 @@ from kho_inspect import scratch as scratch_module
 from kho_inspect.cli import Session, run
 from kho_inspect.errors import EXIT_CANNOT_INSPECT, StaleMemblockError
 from kho_inspect.model import Region
-from kho_inspect.pageblock import (
+from kho_inspect.model.pageblock import (
     NO_MEMMAP,
     PageblockLayout,
     PageblockRun,
-    _pageblock_masks,
     merge_runs,
     migratetype_bytes,
-    pageblock_layout,
     runs_in_section,
 )
+from kho_inspect.model.scratch import area_roles, classify, node_use
+from kho_inspect.pageblock import _pageblock_masks, pageblock_layout
 from kho_inspect.ranges import Range, RangeSet
-from kho_inspect.scratch import area_roles, classify, node_use, scratch_report
+from kho_inspect.scratch import scratch_report
 
 GB = 1 << 30
 MB = 1 << 20
@@ -298,7 +298,7 @@ def test_cli_kernel_without_kho_is_exit_2(monkeypatch, capsys):
 def test_cli_kho_disabled_is_exit_2(monkeypatch, capsys):
     prog, state = synth(scratch=[])
     assert cli(prog, state, monkeypatch) == EXIT_CANNOT_INSPECT
-    assert "KHO is disabled" in capsys.readouterr().err
+    assert "kho_scratch is empty" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bits, expected", [

@@ -1,13 +1,15 @@
 """``kho-inspect kho scratch``: scratch areas, scratch classes, migratetypes and cost."""
 
-from typing import Any, List, Optional, Sequence
-
 import click
 
-from kho_inspect.cli import Session, output_options, pass_session
-from kho_inspect.pageblock import migratetype_bytes
-from kho_inspect.render import Section, emit, human_size
-from kho_inspect.scratch import CLASSES, NodeUse, ScratchReport, scratch_report
+from kho_inspect.activation import inactive_error
+from kho_inspect.cli.session import Session, output_options, pass_session
+from kho_inspect.diagnosis import diagnose
+from kho_inspect.errors import NotKhoKernelError
+from kho_inspect.render import emit
+from kho_inspect.scratch import scratch_report
+from kho_inspect.views import diagnosis as activation_view
+from kho_inspect.views.scratch import sections
 
 __all__ = ("scratch",)
 
@@ -30,95 +32,19 @@ free lists; CmaTotal/CmaFree (zone->cma_pages, NR_FREE_CMA_PAGES) cover all CMA.
 """
 
 
-def _size(n: Optional[int]) -> str:
-    return "-" if n is None else human_size(n)
-
-
-def _percent(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _areas(report: ScratchReport) -> Section:
-    rows = [
-        (a.index, a.role, f"{a.addr:#x}", f"{a.addr + a.size - 1:#x}", human_size(a.size),
-         ",".join("-" if n is None else str(n) for n in a.nids) or "-")
-        for a in report.areas
-    ]
-    return Section(
-        f"Scratch areas ({report.symbols[0]}[:{report.symbols[1]}])",
-        ("#", "role", "start", "end", "size", "memblock nid"),
-        rows,
-    )
-
-
-def _flagged(report: ScratchReport) -> Section:
-    rows = [(f"{r.base:#x}", f"{r.end - 1:#x}", human_size(r.size),
-             "-" if r.nid is None else r.nid, "|".join(r.flags)) for r in report.flagged]
-    c = report.classes
-    names = " or ".join(n for n in (c.scratch_flag, c.unpreserved_flag) if n) or "(none)"
-    return Section(f"memblock.memory regions flagged {names}",
-                   ("start", "end", "size", "nid", "flags"), rows)
-
-
-def _classes(report: ScratchReport) -> Section:
-    rows: List[Sequence[Any]] = []
-    for name in CLASSES:
-        ranges = report.classes.get(name)
-        mts = migratetype_bytes(report.runs.get(name, ()))
-        mt_text = ", ".join(f"{k} {human_size(v)}" for k, v in mts.items()) or "-"
-        rows.append((name, len(ranges), human_size(ranges.total), mt_text))
-    notes = [f"extended = {report.classes.extended_rule}."]
-    if not report.classes.unpreserved_flag:
-        notes.append("unpreserved: this kernel has no KHO_SCRATCH_EXT/KHO_UNPRESERVED flag.")
-    return Section("Scratch classes", ("class", "ranges", "size", "migratetypes"), rows, notes)
-
-
-def _runs(report: ScratchReport) -> Section:
-    rows = [
-        (name, f"{r.base:#x}", f"{r.end - 1:#x}", human_size(r.size), r.migratetype,
-         "yes" if r.isolated else "")
-        for name in CLASSES for r in report.runs.get(name, ())
-    ]
-    notes = []
-    if report.layout:
-        lay = report.layout
-        notes.append(f"pageblock order {lay.pageblock_order} ({lay.pageblock_order_source}), "
-                     f"{lay.nr_pageblock_bits} bits per pageblock, sections of "
-                     f"{human_size(lay.section_size)}.")
-    return Section("Pageblock migratetypes", ("class", "start", "end", "size", "migratetype",
-                                              "isolated"), rows, notes)
-
-
-def _cost_row(label: str, n: NodeUse) -> Sequence[Any]:
-    return (label, _size(n.ram), _size(n.original), _percent(n.share), _size(n.used),
-            _size(n.free), _size(n.extended), _size(n.unpreserved))
-
-
-def _cost(report: ScratchReport) -> Section:
-    rows = [_cost_row("-" if n.node is None else str(n.node), n) for n in report.nodes]
-    rows.append(_cost_row("total", report.total))
-    cma = report.usage
-    notes = [f"RAM is memblock.memory; totalram (managed) is {_size(report.totalram)}."]
-    if cma.cma_total:
-        notes.append(f"All CMA (zone->cma_pages): {_size(sum(cma.cma_total.values()))}, "
-                     f"free (NR_FREE_CMA_PAGES): {_size(sum(cma.cma_free.values()))}.")
-    return Section("What scratch costs",
-                   ("node", "RAM", "scratch", "share", "in use", "free", "extended",
-                    "unpreserved"), rows, notes)
-
-
-def sections(report: ScratchReport) -> List[Section]:
-    """The text/Markdown view of a scratch report."""
-    out = [_areas(report), _flagged(report), _classes(report), _runs(report), _cost(report)]
-    if report.notes:
-        out.append(Section("Notes", notes=list(report.notes)))
-    return out
-
-
 @click.command(epilog=SCRATCH_EPILOG)
 @output_options
 @pass_session
 def scratch(session: Session, fmt: str) -> None:
     """KHO scratch areas, the scratch classes, their migratetypes and what they cost."""
-    report = scratch_report(session.program())
+    prog = session.program()
+    try:
+        report = scratch_report(prog)
+    except NotKhoKernelError as e:
+        # A failed attempt's array is no scratch: show why KHO is off instead.
+        act = diagnose(prog)
+        if act.active or act.state == "not built":
+            raise
+        emit(fmt, {"activation": act.to_json()}, lambda: activation_view.sections(act))
+        raise inactive_error(act, "No scratch areas") from e
     emit(fmt, report.to_json(), lambda: sections(report))

@@ -1,15 +1,15 @@
 """``kho-inspect kho status``: KHO on/off, boot kind, kexec count, FDT ABI, LUO, flags."""
 
-from typing import Any, List, Optional, Sequence, Tuple
-
 import click
 
-from kho_inspect.cli import Session, output_options, pass_session
-from kho_inspect.cli.memblock import flags_section
-from kho_inspect.kho import KhoStatus, kho_status
-from kho_inspect.render import Section, emit, hex_or_none
+from kho_inspect.cli.session import Session, output_options, pass_session
+from kho_inspect.diagnosis import diagnose
+from kho_inspect.kho_status import kho_status
+from kho_inspect.render import emit
+from kho_inspect.views import diagnosis as activation_view
+from kho_inspect.views.kho_status import sections
 
-__all__ = ("status", "sections")
+__all__ = ("status",)
 
 STATUS_EPILOG = """\b
 Examples:
@@ -22,76 +22,14 @@ counts kexec boots since the last cold boot (kexec-metadata, kho_in.kexec_count)
 """
 
 
-def _yes_no(value: Optional[bool], yes: str = "yes", no: str = "no") -> str:
-    return "unknown" if value is None else (yes if value else no)
-
-
-def _boot(st: KhoStatus) -> str:
-    if not st.kho_boot:
-        return "cold boot"
-    return f"KHO boot (kho_in.fdt_phys = {hex_or_none(st.fdt_in_phys)})"
-
-
-def _kexec(st: KhoStatus) -> str:
-    count = "unknown" if st.kexec_count is None else str(st.kexec_count)
-    if st.previous_release:
-        count += f", from {st.previous_release}"
-    if st.next_kexec_count is not None:
-        count += f" (the next kernel will be number {st.next_kexec_count})"
-    return count
-
-
-def _luo(st: KhoStatus) -> str:
-    if st.luo is None:
-        return "not built (CONFIG_LIVEUPDATE=n)"
-    text = _yes_no(st.luo, "on", "off (boot with liveupdate=on)")
-    if st.luo and st.liveupdate_num is not None:
-        text += f", incoming live-update number {st.liveupdate_num}"
-    return text
-
-
-def _abi(compatible: Optional[str], mem_map: Optional[int]) -> str:
-    if compatible is None:
-        return "-"
-    return f"{compatible}, preserved-memory-map {hex_or_none(mem_map)}"
-
-
-def _rows(st: KhoStatus) -> List[Tuple[str, str]]:
-    rows = [
-        ("kernel", st.release or "unknown"),
-        ("KHO", _yes_no(st.enabled, "enabled", "disabled")),
-        ("boot", _boot(st)),
-        ("kexec count", _kexec(st)),
-        ("outgoing root FDT", _abi(st.compatible, st.mem_map_out)),
-    ]
-    if st.kho_boot:
-        rows.append(("incoming root FDT", _abi(st.compatible_in, st.mem_map_in)))
-    scratch = st.symbols.get("scratch")
-    if scratch:
-        count = "?" if st.scratch_areas is None else str(st.scratch_areas)
-        rows.append(("scratch areas", f"{count} ({scratch})"))
-    rows.append(("LUO", _luo(st)))
-    return rows
-
-
-def sections(st: KhoStatus) -> List[Section]:
-    """The text/Markdown view of a status."""
-    symbols: List[Sequence[Any]] = [(role, name or "not found")
-                                    for role, name in st.symbols.items()]
-    out = [
-        Section("KHO status", ("item", "value"), list(_rows(st))),
-        flags_section(st.memblock_flags),
-        Section("Symbols", ("role", "found as"), symbols),
-    ]
-    if st.notes:
-        out.append(Section("Notes", notes=list(st.notes)))
-    return out
-
-
 @click.command(epilog=STATUS_EPILOG)
 @output_options
 @pass_session
 def status(session: Session, fmt: str) -> None:
     """KHO on or off, KHO or cold boot, kexec count, FDT ABI, LUO and memblock flags."""
-    st = kho_status(session.program())
-    emit(fmt, st.to_json(), lambda: sections(st))
+    prog = session.program()
+    st = kho_status(prog)
+    act = diagnose(prog)  # on, and if not, why: docs/kernel/kho.md#scratch-reservation
+    out = sections(st)
+    emit(fmt, {**st.to_json(), "activation": act.to_json()},
+         lambda: out[:1] + activation_view.sections(act) + out[1:])

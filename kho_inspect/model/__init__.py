@@ -9,12 +9,16 @@ concept, no drgn. Every type serialises to JSON and back without loss
 or rendered in kernel N+1 or on another machine.
 
 Modules: :mod:`~kho_inspect.model.memblock` (regions, flag tables,
-``reserve_mem``), and further one module per concept (scratch, preserved
-memory, KHO status and FDT blobs, pageblocks, hugetlb, snapshots, check
-findings). The names most callers need are re-exported here.
+``reserve_mem``), :mod:`~kho_inspect.model.scratch` (scratch areas, classes
+and their cost), :mod:`~kho_inspect.model.preserved` (preserved memory),
+:mod:`~kho_inspect.model.kho` (KHO status, root FDT and blobs),
+:mod:`~kho_inspect.model.pageblock` (pageblock migratetypes), and further one
+module per concept (hugetlb, snapshots, check findings). The names most
+callers need are re-exported here.
 """
 
 from kho_inspect.model.base import JsonModel, document, from_json, open_document, to_json
+from kho_inspect.model.kho import BlobReport, KhoFdtReport, KhoStatus
 from kho_inspect.model.memblock import (
     MEMBLOCK_TYPES,
     FlagTable,
@@ -22,6 +26,16 @@ from kho_inspect.model.memblock import (
     MemblockType,
     Region,
     ReserveMem,
+)
+from kho_inspect.model.pageblock import PageblockLayout, PageblockRun
+from kho_inspect.model.preserved import PreservedReport, PreservedRow
+from kho_inspect.model.scratch import (
+    CmaCounters,
+    CmaUsage,
+    NodeUse,
+    ScratchArea,
+    ScratchClasses,
+    ScratchReport,
 )
 
 __all__ = (
@@ -36,4 +50,17 @@ __all__ = (
     "MemblockType",
     "Region",
     "ReserveMem",
+    "BlobReport",
+    "KhoFdtReport",
+    "KhoStatus",
+    "PageblockLayout",
+    "PageblockRun",
+    "PreservedReport",
+    "PreservedRow",
+    "CmaCounters",
+    "CmaUsage",
+    "NodeUse",
+    "ScratchArea",
+    "ScratchClasses",
+    "ScratchReport",
 )

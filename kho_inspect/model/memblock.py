@@ -13,8 +13,9 @@ enum does not name is kept as a hex string (``"0x100"``), never guessed.
 """
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from kho_inspect.errors import NotInKernelError
 from kho_inspect.ranges import Range, RangeMap, RangeSet
 
 __all__ = (
@@ -24,6 +25,8 @@ __all__ = (
     "ReserveMem",
     "MemblockState",
     "MEMBLOCK_TYPES",
+    "flag_name",
+    "type_names",
 )
 
 MEMBLOCK_TYPES = ("memory", "reserved", "physmem")
@@ -168,9 +171,20 @@ class MemblockType:
     def header_json(self) -> Dict[str, int]:
         return {"cnt": self.cnt, "max": self.max, "total_size": self.total_size}
 
+    def to_json(self) -> Dict[str, Any]:
+        return {"name": self.name, "regions": [r.to_json() for r in self.regions],
+                **self.header_json()}
+
     @classmethod
-    def from_json(cls, name: str, regions: Iterable[Mapping[str, Any]],
-                  header: Optional[Mapping[str, int]] = None) -> "MemblockType":
+    def from_json(cls, obj: Mapping[str, Any]) -> "MemblockType":
+        return cls.from_parts(str(obj["name"]), obj["regions"], obj)
+
+    @classmethod
+    def from_parts(cls, name: str, regions: Iterable[Mapping[str, Any]],
+                   header: Optional[Mapping[str, int]] = None) -> "MemblockType":
+        """A type from the parts of :meth:`MemblockState.to_json`: its name, its
+        regions' JSON and its header (``cnt``, ``max``, ``total_size``; taken
+        from the regions where missing)."""
         regs = tuple(Region.from_json(r) for r in regions)
         header = header or {}
         return cls(
@@ -258,7 +272,7 @@ class MemblockState:
             n for n in headers if n not in MEMBLOCK_TYPES and n in obj
         ]
         return cls(
-            types={n: MemblockType.from_json(n, obj[n], headers.get(n)) for n in names},
+            types={n: MemblockType.from_parts(n, obj[n], headers.get(n)) for n in names},
             flags=FlagTable.from_json(obj.get("flags", {})),
             stale=bool(obj.get("stale", False)),
             stale_reason=obj.get("stale_reason"),
@@ -272,3 +286,47 @@ class MemblockState:
         """Bytes per type, and per flag name within each type."""
         return {name: {key: size for key, (_, size) in t.totals().items()}
                 for name, t in self.types.items()}
+
+
+def flag_name(flags: FlagTable, given: str) -> str:
+    """The flag name ``given`` means for this kernel (case and a ``MEMBLOCK_``
+    prefix ignored; a single bit in hex is accepted and named if the enum
+    names it); ``"NONE"`` stands for regions without flags.
+
+    :raises NotInKernelError: the kernel has no such flag (``available``: its flags).
+    """
+    name = given.strip().upper()
+    name = name[len("MEMBLOCK_"):] if name.startswith("MEMBLOCK_") else name
+    if name == "NONE" or flags.has(name):
+        return name
+    try:
+        value = int(name, 16) if name.startswith("0X") else 0
+    except ValueError:
+        value = 0
+    if value and value & (value - 1) == 0:
+        return flags.decode(value)[0]
+    known = list(flags.to_json())
+    advice = ("its flags are {available}" if known else
+              "its flags are none (its debug info lacks enum memblock_flags)")
+    raise NotInKernelError(
+        f"This kernel's enum memblock_flags has no flag {given!r}",
+        advice + " (give a bit it does not name in hex, such as 0x100)",
+        given="flag", name=given, available=known,
+    )
+
+
+def type_names(state: MemblockState, choice: str) -> List[str]:
+    """The memblock types ``choice`` means: one of ``state.types``, or ``"all"``.
+
+    :raises NotInKernelError: the kernel has no such type (``physmem`` outside s390).
+    """
+    if choice == "all":
+        return list(state.types)
+    if choice not in state.types:
+        raise NotInKernelError(
+            f"This kernel has no {choice} (it needs CONFIG_HAVE_MEMBLOCK_PHYS_MAP, which only "
+            "s390 selects)",
+            "use {given} " + ", ".join(state.types) + " or all",
+            given="types", name=choice, available=list(state.types),
+        )
+    return [choice]

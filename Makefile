@@ -15,7 +15,7 @@ all: test
 host-deps:
 	bash scripts/install-host-deps.sh
 
-$(STAMP): setup.cfg pyproject.toml scripts/install-host-deps.sh
+$(STAMP): setup.py setup.cfg pyproject.toml scripts/install-host-deps.sh
 	bash scripts/install-host-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

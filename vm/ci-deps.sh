@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Install the Debian packages the kernel lab needs on the host (idempotent):
 #   QEMU (TCG/KVM guest), mmdebstrap (sid root filesystem), the kernel build
 #   dependencies (flex, bison, bc, libelf, libssl, pahole for BTF), and the

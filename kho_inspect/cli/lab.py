@@ -1,15 +1,27 @@
-"""``kho-inspect lab ...``: build the KHO kernel lab and run the handover scenario."""
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""``kho-inspect lab ...``: build the KHO kernel lab and run the handover scenario.
 
-import json
+The lab library (:mod:`kho_inspect.lab`) reports progress through :mod:`logging`;
+the ``lab`` group attaches :class:`LabLogHandler`, which prints it on standard
+error as ``lab: ...`` and the guest's console lines as ``guest: ...``.
+"""
+
+import logging
+import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import click
-from tabulate import tabulate
 
-from kho_inspect.errors import EXIT_VIOLATIONS, LabError
+from kho_inspect.cli.session import output_options
+from kho_inspect.errors import EXIT_VIOLATIONS
+from kho_inspect.render import emit
 
-__all__ = ("lab",)
+__all__ = ("lab", "LabLogHandler")
+
+LAB_LOGGER = "kho_inspect.lab"
+GUEST_LOGGER = "kho_inspect.lab.guest"
+PROGRESS_LOGGER = "kho_inspect.lab.kernel.progress"
 
 LAB_EPILOG = """\b
 Examples:
@@ -29,6 +41,12 @@ Examples:
       --append "hugepagesz=1G hugepages=2 memblock=debug"
   kho-inspect lab run --out lab-out --numa 2 --cpus 2 --accel tcg
   kho-inspect lab run --out lab-out --kernel-dir ~/linux/build --timeout 900
+  kho-inspect lab run --out lab-out --hops 2 --stage-append n1="reserve_mem=64M:4K:late"
+  kho-inspect lab run --out lab-out --memfd-size 256M --json > summary.json
+\b
+Command lines: n0 boots with the lab's line plus --append; each KHO boot keeps
+kexec --reuse-cmdline. --stage-append words are added for that stage only: the
+stage after it does not inherit them unless it is named again.
 \b
 Results: lab-out/summary.json, lab-out/serial.log, lab-out/n0, lab-out/n1, ...
 Exit codes: 0 every stage verified, 1 a stage failed, 2 the lab could not run.
@@ -45,12 +63,56 @@ SHOW_EPILOG = """\b
 Examples:
   kho-inspect lab show lab-out
   kho-inspect lab show lab-out --stage n1 --command memblock
+  kho-inspect lab show lab-out --json       # {"summary", "outputs": {stage: {command: ...}}}
+  kho-inspect lab show lab-out --format markdown > lab-report.md
 """
+
+
+class LabLogHandler(logging.Handler):
+    """Print lab log records on standard error: ``lab: ...``, ``guest: ...`` for the
+    guest's console; kernel build progress as one status line on a terminal."""
+
+    WIDTH = 110
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.status_open = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            label = "guest" if record.name == GUEST_LOGGER else "lab"
+            text = f"{label}: {record.getMessage()}"
+            if record.name == PROGRESS_LOGGER and _stderr_is_tty():
+                click.echo("\r" + text[:self.WIDTH].ljust(self.WIDTH), nl=False, err=True)
+                self.status_open = True
+                return
+            if self.status_open:
+                click.echo("", err=True)
+                self.status_open = False
+            click.echo(text, err=True)
+        except Exception:  # logging's contract: report, never raise
+            self.handleError(record)
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def attach_log_handler() -> None:
+    """Show the lab's INFO records (and, on a terminal, the live build status line)."""
+    logger = logging.getLogger(LAB_LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, LabLogHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(LabLogHandler())
+    logger.setLevel(logging.INFO)
+    logging.getLogger(PROGRESS_LOGGER).setLevel(
+        logging.DEBUG if _stderr_is_tty() else logging.INFO)
 
 
 @click.group(epilog=LAB_EPILOG)
 def lab() -> None:
     """The kernel lab: a KHO kernel under QEMU that preserves memory and kexecs."""
+    attach_log_handler()
 
 
 @lab.command(epilog=BUILD_EPILOG)
@@ -87,23 +149,33 @@ def build(update_source: bool, force: bool, jobs: Optional[int]) -> None:
               help="Save DIR/nK/vmcore and host-side --qemu results at every stage.")
 @click.option("--command", "commands", multiple=True,
               help="kho-inspect command to run per stage (repeatable; default: the lab's list).")
+@click.option("--stage-append", "stage_append", multiple=True, metavar="STAGE=WORDS",
+              help="Extra kernel command line for one stage only, e.g. "
+                   'n1="reserve_mem=64M:4K:late" (repeatable).')
+@click.option("--memfd-size", default="64M", show_default=True, metavar="SIZE",
+              help="Size of the memfd each stage preserves through /dev/liveupdate.")
+@output_options
 def run(out: Path, kernel_dir: Optional[Path], memory: str, cpus: int, numa: int, append: str,
-        hops: int, accel: str, timeout: float, cores: bool, commands: Tuple[str, ...]) -> None:
+        hops: int, accel: str, timeout: float, cores: bool, commands: Tuple[str, ...],
+        stage_append: Tuple[str, ...], memfd_size: str, fmt: str) -> None:
     """Run the handover scenario: boot, preserve memory, kexec with KHO, inspect each kernel."""
-    from kho_inspect.lab.run import RunOptions, run_lab, serial_tail
+    from kho_inspect.lab.results import problems, serial_tail
+    from kho_inspect.lab.run import RunOptions, parse_stage_append, run_lab
+    from kho_inspect.views.lab import run_section
 
     opts = RunOptions(out=out, kernel_dir=kernel_dir, memory=memory, cpus=cpus, numa=numa,
-                      append=append, hops=hops, accel=accel, timeout=timeout, cores=cores)
+                      append=append, stage_append=parse_stage_append(stage_append), hops=hops,
+                      accel=accel, timeout=timeout, cores=cores, memfd_size=memfd_size)
     if commands:
         opts.commands = tuple(commands)
     summary = run_lab(opts)
-    click.echo(_stage_table(summary))
+    emit(fmt, summary, lambda: [run_section(summary, title=f"Lab run {out}")])
     if not summary["ok"]:
         click.echo(f"\nserial log tail ({out / 'serial.log'}):\n{serial_tail(out)}", err=True)
-        for problem in _problems(summary):
+        for problem in problems(summary):
             click.echo(f"lab: FAILED: {problem}", err=True)
         raise click.exceptions.Exit(EXIT_VIOLATIONS)
-    click.echo(f"\nlab: every stage verified; results in {out}")
+    click.echo(f"\nlab: every stage verified; results in {out}", err=fmt == "json")
 
 
 @lab.command(epilog=SHOW_EPILOG)
@@ -111,53 +183,13 @@ def run(out: Path, kernel_dir: Optional[Path], memory: str, cpus: int, numa: int
 @click.option("--stage", "stages", multiple=True, help="Only this stage (n0, n1, ...).")
 @click.option("--command", "names", multiple=True,
               help="Only this command's output (memblock, kho-status, ...).")
-def show(out: Path, stages: Tuple[str, ...], names: Tuple[str, ...]) -> None:
-    """Print a lab run's verdicts and each stage's kho-inspect text output."""
-    summary = _read_summary(out)
-    click.echo(_stage_table(summary))
-    for stage in summary["stages"]:
-        if stages and stage not in stages:
-            continue
-        for path in sorted((out / stage / "kho-inspect").glob("*.txt")):
-            if names and path.stem not in names:
-                continue
-            click.echo(f"\n##### {stage}: kho-inspect {path.stem.replace('-', ' ')}\n")
-            click.echo(path.read_text().rstrip() or "(no output)")
-            err = path.with_suffix(".txt.err")
-            if err.is_file() and err.read_text().strip():
-                click.echo(err.read_text().rstrip())
+@output_options
+def show(out: Path, stages: Tuple[str, ...], names: Tuple[str, ...], fmt: str) -> None:
+    """Print a lab run's verdicts and each stage's kho-inspect output."""
+    from kho_inspect.lab.results import read_summary, show_json, stage_outputs
+    from kho_inspect.views.lab import show_sections
 
-
-def _read_summary(out: Path) -> Dict[str, Any]:
-    path = out / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise LabError(f"{path} is missing or unreadable ({e}): run kho-inspect lab run "
-                       f"--out {out} first.") from e
-
-
-def _yes_no(value: Any) -> str:
-    return "-" if value is None else ("yes" if value else "NO")
-
-
-def _stage_table(summary: Dict[str, Any]) -> str:
-    rows = []
-    for name, st in summary["stages"].items():
-        codes = " ".join(str(c) for c in st.get("commands", {}).values()) or "-"
-        host = st.get("host") or {}
-        host_codes = " ".join(str(c) for c in host.get("commands", {}).values()) or "-"
-        rows.append([name, st.get("release") or "-", _yes_no(st.get("kho_boot")),
-                     st.get("test_kho") or "-", _yes_no(st.get("memfd_verified")),
-                     codes, host_codes, "yes" if st["verified"] else "NO"])
-    head = (f"kernel {summary['bzImage']}\naccel {summary['accel']}, "
-            f"{summary['memory_mib']} MiB, {summary['cpus']} CPUs, hops {summary['hops']}\n")
-    return head + tabulate(rows, headers=["stage", "release", "KHO boot", "test_kho",
-                                          "memfd", "exit codes", "host codes", "verified"])
-
-
-def _problems(summary: Dict[str, Any]) -> list:
-    out = list(summary.get("problems", []))
-    for name, st in summary["stages"].items():
-        out += [f"{name}: {p}" for p in st.get("problems", [])]
-    return out
+    summary = read_summary(out)
+    outputs = stage_outputs(out, summary, stages, names)
+    emit(fmt, show_json(summary, outputs),
+         lambda: show_sections(summary, outputs, title=f"Lab run {out}"))

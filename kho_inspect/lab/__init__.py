@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 Kernel lab
 ----------
@@ -12,6 +13,15 @@ memory, kexec with KHO, and run kho-inspect in every kernel
 Everything built is cached under ``~/.cache/kho-inspect/`` (or
 ``$KHO_INSPECT_CACHE``), keyed by a hash of its inputs, and rebuilt only when
 missing.
+
+What the lab reads at run time (the guest scripts, the kernel config fragment,
+the root filesystem's package list) lives in ``vm/`` of the repository; a
+wheel carries the same files as ``kho_inspect/_vm/`` (``setup.py`` maps the
+one onto the other). :func:`vm_dir` finds whichever is there, so the lab runs
+from a checkout and from an installed wheel alike.
+
+The lab reports progress through :mod:`logging` (loggers under
+``kho_inspect.lab``); ``kho-inspect lab`` attaches the handler that prints it.
 """
 
 import hashlib
@@ -25,7 +35,7 @@ from kho_inspect.errors import LabError
 
 __all__ = (
     "cache_root",
-    "repo_root",
+    "package_dir",
     "vm_dir",
     "digest",
     "run_checked",
@@ -44,23 +54,29 @@ def cache_root() -> Path:
     return Path(xdg) / "kho-inspect"
 
 
-def repo_root() -> Path:
-    """The source checkout that holds ``vm/`` (the guest side of the lab).
+def package_dir() -> Path:
+    """The directory of the ``kho_inspect`` package that is running (checkout or installed).
 
-    :raises LabError: kho_inspect is installed without its ``vm/`` directory.
+    The guest imports this same package (shared over 9p), never another copy.
     """
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "vm" / "guest" / "init").is_file():
-        raise LabError(
-            f"The lab needs the kho-inspect source checkout (no vm/guest/init under {root}): "
-            "run it from a git clone installed with pip install -e."
-        )
-    return root
+    return Path(__file__).resolve().parents[1]
 
 
 def vm_dir() -> Path:
-    """``vm/`` of the source checkout: config fragment, package list, guest scripts."""
-    return repo_root() / "vm"
+    """The lab's guest side and configs: ``kho_inspect/_vm`` of an installed wheel, or
+    ``vm/`` of the source checkout the package runs from.
+
+    :raises LabError: neither holds ``guest/init`` (a broken installation).
+    """
+    pkg = package_dir()
+    candidates = (pkg / "_vm", pkg.parent / "vm")
+    for candidate in candidates:
+        if (candidate / "guest" / "init").is_file():
+            return candidate
+    raise LabError(
+        f"kho-inspect is installed without the lab's guest files (no guest/init in "
+        f"{candidates[0]} or {candidates[1]}): reinstall it from a wheel or a checkout."
+    )
 
 
 def digest(parts: Iterable[Union[str, bytes]], length: int = 16) -> str:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 Lab kernel
 ----------
@@ -9,28 +10,58 @@ fragment as the whole ``.config``, then ``make olddefconfig``), check that
 every option of the fragment survived, build ``bzImage`` and ``vmlinux`` with a
 progress display, and cache the results.
 
+The lab knows its kernels by name (:data:`LAB_KERNELS`, ``--kernel``):
+
+``7.3``
+    the plain source.
+``7.3+unpreserved``
+    the source with the patch series ``vm/patches/7.3+unpreserved/*.patch``
+    applied (``MEMBLOCK_KHO_UNPRESERVED``; boot-time gigantic pages from
+    unpreserved memory only), release ``7.3.4-unpreserved``.
+``7.3+unpreserved-broken``
+    the same kernel, booted with ``kho_lab_hugetlb_in_scratch`` on every
+    command line (a lab-only parameter of the series: boot-time gigantic pages
+    come from KHO scratch, the bug the series prevents).
+
+A patched kernel is built incrementally from the plain one. The plain build
+tree lives in the source tree (``O=<source>/build-lab``); kbuild then names the
+source ``..`` (Makefile, "Building in a subdirectory of the source"), so no
+command line or dependency file holds an absolute path. The patched source is
+a hard-link copy of the plain source (``cp -al``) with a real copy of the plain
+build tree (``cp -a``: make rewrites some outputs in place, which would change
+the plain tree through a hard link); ``patch`` replaces the files it changes
+(breaking their links, which is checked), and make rebuilds only what depends
+on them. Without a complete plain build tree the patched kernel is built from
+scratch (a warning says so).
+
 Cache layout (under :func:`~kho_inspect.lab.cache_root`)::
 
-    apt/                          private apt state (lists, downloaded .debs)
-    src/linux-source-7.3/         unpacked source, version in .kho-inspect-version
-    kernel/build/                 the O= build tree, reused for incremental builds
-    kernel/<key>/                 bzImage, vmlinux, config, System.map, build.json
+    apt/                                private apt state (lists, downloaded .debs)
+    src/linux-source-7.3/               unpacked source, version in .kho-inspect-version
+    src/linux-source-7.3/build-lab/     the plain kernel's build tree (its key in
+                                        .kho-inspect-key once a build completed)
+    src/linux-source-7.3+unpreserved/   hard links to the source, the patched files,
+                                        and its own build-lab/
+    kernel/<key>/                       bzImage, vmlinux, config, System.map, build.json
 
-``<key>`` hashes the source package version and the fragment's content.
+``<key>`` hashes the source package version and the fragment's content, and
+for a patched kernel the patches' names and contents and its release suffix.
+
+Messages go to the ``kho_inspect.lab.kernel`` logger; build progress to
+``kho_inspect.lab.kernel.progress``: a record at INFO every 30 s and, when that
+logger is enabled for DEBUG, one at DEBUG every 0.2 s for a live status line.
 """
 
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
-
-import click
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from kho_inspect.errors import LabError
 from kho_inspect.lab import cache_root, digest, require_tools, run_checked, vm_dir
@@ -38,6 +69,14 @@ from kho_inspect.lab import cache_root, digest, require_tools, run_checked, vm_d
 __all__ = (
     "SOURCE_PACKAGE",
     "APT_SOURCES",
+    "PLAIN",
+    "KernelBuild",
+    "LabKernel",
+    "LAB_KERNELS",
+    "KERNEL_NAMES",
+    "lab_kernel",
+    "patch_files",
+    "patched_paths",
     "Kernel",
     "PrivateApt",
     "parse_config",
@@ -54,28 +93,104 @@ APT_SOURCES = "deb http://deb.debian.org/debian trixie-backports main\n"
 # Bump when the recipe (targets, make variables) changes in a way that changes the output.
 RECIPE = "fragment>.config; make olddefconfig; make bzImage vmlinux; v1"
 BUILD_TOOLS = ("make", "gcc", "flex", "bison", "bc", "pahole", "apt-get", "dpkg-deb", "tar", "xz")
+PATCH_TOOLS = ("patch", "cp")
+PLAIN = "7.3"
+BUILD_DIR = "build-lab"  # the O= tree, a direct subdirectory of its source (relative srctree)
+TREE_KEY = ".kho-inspect-key"  # in a build tree: the key of its last complete build
 ARTIFACTS = {"bzImage": "arch/x86/boot/bzImage", "vmlinux": "vmlinux",
              "config": ".config", "System.map": "System.map"}
 # kbuild lines ("  CC      mm/memblock.o") of a cold build of the lab config; refined by
 # the last build's own count, which build.json records.
 DEFAULT_BUILD_STEPS = 2471
+# The same for a patched kernel built from the plain build tree.
+DEFAULT_INCREMENTAL_STEPS = 150
+_PATCHED_FILE = re.compile(r"^\+\+\+ [^/\s]+/(\S+)", re.MULTILINE)
 _STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_\-]*)\s+(\S+)")
 _OPTION = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+PROGRESS_EVERY = 30.0  # seconds between INFO progress records
+PROGRESS_TICK = 0.2  # seconds between DEBUG progress records (a live status line)
+
+log = logging.getLogger(__name__)
+progress_log = logging.getLogger(f"{__name__}.progress")
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    """A kernel the lab builds: the plain source (``suffix`` empty) or the source with
+    the patch series ``vm/patches/7.3<suffix>/`` applied. ``localversion`` ends the
+    patched kernel's release, so that its debug info is found by release."""
+
+    suffix: str = ""
+    localversion: str = ""
+
+    @property
+    def name(self) -> str:
+        return PLAIN + self.suffix
+
+    @property
+    def patched(self) -> bool:
+        return bool(self.suffix)
+
+
+@dataclass(frozen=True)
+class LabKernel:
+    """A kernel ``--kernel`` names: what is built, and the words the lab adds to
+    every stage's command line when it boots it."""
+
+    name: str
+    build: KernelBuild
+    description: str
+    cmdline: Tuple[str, ...] = ()
+
+    def to_json(self) -> Dict[str, object]:
+        return {"name": self.name, "build": self.build.name, "description": self.description,
+                "cmdline": list(self.cmdline)}
+
+
+_UNPRESERVED = KernelBuild("+unpreserved", "-unpreserved")
+LAB_KERNELS: Dict[str, LabKernel] = {k.name: k for k in (
+    LabKernel(PLAIN, KernelBuild(), f"Linux 7.3 from Debian's {SOURCE_PACKAGE}"),
+    LabKernel("7.3+unpreserved", _UNPRESERVED,
+              "7.3 with vm/patches/7.3+unpreserved: MEMBLOCK_KHO_UNPRESERVED marks the "
+              "memory the previous kernel did not preserve, boot-time gigantic pages come "
+              "from it only"),
+    LabKernel("7.3+unpreserved-broken", _UNPRESERVED,
+              "7.3+unpreserved booted with kho_lab_hugetlb_in_scratch on every command "
+              "line: boot-time gigantic pages come from KHO scratch (a deliberate bug)",
+              cmdline=("kho_lab_hugetlb_in_scratch",)),
+)}
+KERNEL_NAMES: Tuple[str, ...] = tuple(LAB_KERNELS)
+
+
+def lab_kernel(name: str) -> LabKernel:
+    """The lab kernel called ``name``.
+
+    :raises LabError: for a name the lab does not know.
+    """
+    try:
+        return LAB_KERNELS[name]
+    except KeyError:
+        raise LabError(f"The lab has no kernel called {name!r}: choose one of "
+                       f"{', '.join(KERNEL_NAMES)}.") from None
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """A kernel the lab can boot: ``bzImage`` and the ``vmlinux`` built with it."""
+    """A kernel the lab can boot: ``bzImage`` and the ``vmlinux`` built with it;
+    ``name`` is the build's name (:class:`KernelBuild`) for a lab-built kernel."""
 
     bzimage: Path
     vmlinux: Path
     key: Optional[str] = None
     source_version: Optional[str] = None
+    name: Optional[str] = None
+    release: Optional[str] = None
 
     def to_json(self) -> Dict[str, Optional[str]]:
         return {"bzImage": str(self.bzimage), "vmlinux": str(self.vmlinux),
-                "key": self.key, "source_version": self.source_version}
+                "key": self.key, "source_version": self.source_version,
+                "name": self.name, "release": self.release}
 
 
 # --- private apt --------------------------------------------------------------------------
@@ -172,7 +287,7 @@ def ensure_source(update: bool = False) -> Tuple[Path, str]:
 
 
 def _unpack(deb: Path, src: Path, version: str) -> None:
-    click.echo(f"lab: unpacking {deb.name}", err=True)
+    log.info("unpacking %s", deb.name)
     tmp = src.parent / f".unpack-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -219,9 +334,17 @@ def missing_options(wanted: Dict[str, str], got: Dict[str, str]) -> List[str]:
     return out
 
 
-def kernel_key(version: str, fragment: str) -> str:
-    """The cache key of a kernel: source package version, fragment, recipe."""
-    return digest([SOURCE_PACKAGE, version, fragment, RECIPE])
+def kernel_key(version: str, fragment: str, patches: Sequence[Tuple[str, bytes]] = (),
+               localversion: str = "") -> str:
+    """The cache key of a kernel: source package version, fragment, recipe and, for a
+    patched kernel, each patch's file name and content and the release suffix.
+
+    The plain kernel's key is the same as before patched kernels existed.
+    """
+    parts: List[Union[str, bytes]] = [SOURCE_PACKAGE, version, fragment, RECIPE]
+    if patches or localversion:
+        parts += ["patches", localversion, *(p for name, data in patches for p in (name, data))]
+    return digest(parts)
 
 
 def configure(src: Path, build: Path, fragment: str) -> None:
@@ -242,6 +365,52 @@ def configure(src: Path, build: Path, fragment: str) -> None:
         )
 
 
+# --- patches ------------------------------------------------------------------------------
+
+def patch_files(build: KernelBuild) -> List[Path]:
+    """The patch series of ``build`` in order (``vm/patches/<name>/*.patch``); none for
+    the plain kernel.
+
+    :raises LabError: when a patched kernel's series is missing.
+    """
+    if not build.patched:
+        return []
+    directory = vm_dir() / "patches" / build.name
+    files = sorted(directory.glob("*.patch"))
+    if not files:
+        raise LabError(f"{directory} holds no *.patch file: the {build.name} kernel cannot be "
+                       "built (reinstall kho-inspect from a wheel or a checkout).")
+    return files
+
+
+def patched_paths(patch: str) -> List[str]:
+    """The files a ``git format-patch`` / ``diff -u`` patch changes, relative to the tree
+    it applies to with ``patch -p1``.
+
+    >>> patched_paths("--- a/mm/memblock.c\\n+++ b/mm/memblock.c\\n@@ -1 +1 @@\\n")
+    ['mm/memblock.c']
+    """
+    return sorted(set(_PATCHED_FILE.findall(patch)))
+
+
+def _apply_patches(plain: Path, tree: Path, patches: Sequence[Path]) -> None:
+    """Apply ``patches`` to ``tree``, a hard-link copy of ``plain``, and check that every
+    changed file is a file of its own (``patch`` replaces files; it must never write
+    through a link into the plain source).
+
+    :raises LabError: when a patch does not apply or a changed file is still linked.
+    """
+    for path in patches:
+        run_checked(["patch", "-p1", "--batch", "--forward", "--fuzz=0",
+                     "--no-backup-if-mismatch", "-d", tree, "-i", path],
+                    f"apply {path.name} to {tree.name}")
+        for rel in patched_paths(path.read_text(errors="replace")):
+            before, after = plain / rel, tree / rel
+            if before.exists() and after.exists() and before.samefile(after):
+                raise LabError(f"patch changed {rel} through its hard link: the plain source "
+                               f"{plain} is modified now; delete {plain} and build again.")
+
+
 # --- build --------------------------------------------------------------------------------
 
 def _kernel_root() -> Path:
@@ -255,49 +424,142 @@ def cached_kernel(key: str) -> Optional[Kernel]:
     if not info.is_file() or not all((d / name).is_file() for name in ARTIFACTS):
         return None
     meta = json.loads(info.read_text())
-    return Kernel(d / "bzImage", d / "vmlinux", key, meta.get("source_version"))
+    return Kernel(d / "bzImage", d / "vmlinux", key, meta.get("source_version"),
+                  meta.get("name", PLAIN), meta.get("release"))
 
 
-def ensure_kernel(update_source: bool = False, jobs: Optional[int] = None,
+def ensure_kernel(name: str = PLAIN, update_source: bool = False, jobs: Optional[int] = None,
                   force: bool = False) -> Kernel:
-    """The lab kernel for the current fragment, built (and the source fetched) if missing."""
+    """The lab kernel ``name`` (:data:`LAB_KERNELS`) for the current fragment and patches,
+    built (and the source fetched) if missing.
+
+    :raises LabError: for an unknown name, a missing tool, a failed build.
+    """
+    build = lab_kernel(name).build
     fragment = fragment_path().read_text()
+    patches = patch_files(build)
     src, version = ensure_source(update_source)
-    key = kernel_key(version, fragment)
+    key = kernel_key(version, fragment, [(p.name, p.read_bytes()) for p in patches],
+                     build.localversion)
     kernel = None if force else cached_kernel(key)
     if kernel is not None:
         return kernel
-    require_tools(BUILD_TOOLS)
-    build = _kernel_root() / "build"
-    click.echo(f"lab: configuring {SOURCE_PACKAGE} {version} (key {key})", err=True)
-    configure(src, build, fragment)
-    seconds, steps = _make(src, build, jobs or (os.cpu_count() or 1) + 1)
-    return _store(build, key, version, seconds, steps)
+    require_tools(BUILD_TOOLS + (PATCH_TOOLS if patches else ()))
+    jobs = jobs or (os.cpu_count() or 1) + 1
+    if not patches:
+        return _build_plain(src, version, fragment, key, jobs)
+    return _build_patched(build, patches, src, version, fragment, key, jobs)
 
 
-def _expected_steps() -> int:
+def _tree_key(tree: Path) -> Optional[str]:
+    """The key of the last complete build in ``tree`` (``None``: none completed)."""
+    stamp = tree / TREE_KEY
+    if not stamp.is_file() or not (tree / "vmlinux").is_file():
+        return None
+    return stamp.read_text().strip()
+
+
+def _build_plain(src: Path, version: str, fragment: str, key: str, jobs: int) -> Kernel:
+    tree = src / BUILD_DIR
+    (tree / TREE_KEY).unlink(missing_ok=True)
+    log.info("configuring %s %s (key %s) in %s", SOURCE_PACKAGE, version, key, tree)
+    configure(src, tree, fragment)
+    seconds, steps = _make(src, tree, jobs, _expected_steps(incremental=False))
+    (tree / TREE_KEY).write_text(key + "\n")
+    _drop_old_tree()
+    return _store(tree, key, version, seconds, steps, {"name": PLAIN, "incremental": False})
+
+
+def _drop_old_tree() -> None:
+    """Remove ``kernel/build/``, where the plain kernel was built before it moved into its
+    source (its absolute paths make it useless for incremental builds)."""
+    old = _kernel_root() / "build"
+    if old.is_dir():
+        log.info("removing the old build tree %s (the plain kernel builds in %s/ now)", old,
+                 BUILD_DIR)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_patched(build: KernelBuild, patches: Sequence[Path], src: Path, version: str,
+                   fragment: str, key: str, jobs: int) -> Kernel:
+    """Build ``build``: link the plain source, copy the plain build tree when it is
+    complete, apply the patches, and make (only the patched files' dependents rebuild)."""
+    plain_tree = src / BUILD_DIR
+    incremental = _tree_key(plain_tree) == kernel_key(version, fragment)
+    source = src.with_name(SOURCE_PACKAGE + build.suffix)
+    tree = source / BUILD_DIR
+    log.info("linking %s into %s", src, source)
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    run_checked(["cp", "-al", *sorted(e for e in src.iterdir() if e.name != BUILD_DIR), source],
+                f"link the source into {source}")
+    if incremental:
+        log.info("copying the %s build tree %s (incremental build)", PLAIN, plain_tree)
+        run_checked(["cp", "-a", plain_tree, tree], f"copy {plain_tree}")
+        (tree / TREE_KEY).unlink()
+    else:
+        log.warning("no complete %s build tree in %s: building %s from scratch (a full "
+                    "build; build %s first and %s builds incrementally)", PLAIN, plain_tree,
+                    build.name, PLAIN, build.name)
+    _apply_patches(src, source, patches)
+    log.info("applied %d patches of %s (key %s)", len(patches), build.name, key)
+    if not incremental:
+        configure(source, tree, fragment)
+    started = time.time()
+    seconds, steps = _make(source, tree, jobs, _expected_steps(incremental),
+                           [f"LOCALVERSION={build.localversion}"])
+    _check_untouched(src, started)
+    (tree / TREE_KEY).write_text(key + "\n")
+    meta = {"name": build.name, "incremental": incremental, "localversion": build.localversion,
+            "base_key": kernel_key(version, fragment) if incremental else None,
+            "patches": [{"file": p.name, "sha256": digest([p.read_bytes()], 64)}
+                        for p in patches]}
+    return _store(tree, key, version, seconds, steps, meta)
+
+
+def _check_untouched(src: Path, since: float) -> None:
+    """:raises LabError: when a file of the plain source changed after ``since`` (a build
+    that wrote through a hard link)."""
+    changed = []
+    for root, dirs, files in os.walk(src):
+        if root == str(src):
+            dirs[:] = [d for d in dirs if d != BUILD_DIR]
+        changed += [os.path.join(root, f) for f in files
+                    if os.lstat(os.path.join(root, f)).st_mtime > since]
+    if changed:
+        raise LabError(f"The patched build changed {len(changed)} file(s) of the plain source "
+                       f"through hard links ({', '.join(changed[:3])}): delete {src} and build "
+                       "again.")
+
+
+def _expected_steps(incremental: bool) -> int:
     counts = []
     for info in _kernel_root().glob("*/build.json"):
         try:
-            counts.append(int(json.loads(info.read_text()).get("build_steps", 0)))
+            meta = json.loads(info.read_text())
+            if bool(meta.get("incremental")) == incremental:
+                counts.append(int(meta.get("build_steps", 0)))
         except (ValueError, OSError):
             continue
     best = max(counts, default=0)
+    if incremental:
+        return best or DEFAULT_INCREMENTAL_STEPS
     return best if best > 100 else DEFAULT_BUILD_STEPS
 
 
-def _make(src: Path, build: Path, jobs: int) -> Tuple[float, int]:
-    argv = ["make", "-C", str(src), f"O={build}", f"-j{jobs}", "bzImage", "vmlinux"]
+def _make(src: Path, build: Path, jobs: int, expected: int,
+          variables: Sequence[str] = ()) -> Tuple[float, int]:
+    argv = ["make", "-C", str(src), f"O={build}", f"-j{jobs}", *variables, "bzImage", "vmlinux"]
     log_path = build / "build.log"
-    click.echo(f"lab: building bzImage and vmlinux with -j{jobs} (log: {log_path})", err=True)
-    progress = _Progress(_expected_steps())
+    log.info("building bzImage and vmlinux with -j%d (log: %s)", jobs, log_path)
+    progress = _Progress(expected)
     start = time.monotonic()
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as build_log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
         assert proc.stdout is not None
         for line in proc.stdout:
-            log.write(line)
+            build_log.write(line)
             progress.line(line)
         rc = proc.wait()
     progress.done()
@@ -307,7 +569,8 @@ def _make(src: Path, build: Path, jobs: int) -> Tuple[float, int]:
     return time.monotonic() - start, progress.steps
 
 
-def _store(build: Path, key: str, version: str, seconds: float, steps: int) -> Kernel:
+def _store(build: Path, key: str, version: str, seconds: float, steps: int,
+           extra: Dict[str, object]) -> Kernel:
     dest = _kernel_root() / key
     tmp = dest.with_name(f".{key}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -317,13 +580,13 @@ def _store(build: Path, key: str, version: str, seconds: float, steps: int) -> K
     release = (build / "include" / "config" / "kernel.release").read_text().strip()
     meta = {"key": key, "source_package": SOURCE_PACKAGE, "source_version": version,
             "release": release, "build_seconds": round(seconds, 1), "build_steps": steps,
-            "fragment": str(fragment_path())}
+            "fragment": str(fragment_path()), **extra}
     (tmp / "build.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     _link_debug_info(dest / "vmlinux", release)
-    click.echo(f"lab: kernel {release} cached in {dest} ({seconds:.0f} s)", err=True)
-    return Kernel(dest / "bzImage", dest / "vmlinux", key, version)
+    log.info("kernel %s cached in %s (%.0f s)", release, dest, seconds)
+    return Kernel(dest / "bzImage", dest / "vmlinux", key, version, str(extra["name"]), release)
 
 
 def _link_debug_info(vmlinux: Path, release: str) -> None:
@@ -352,14 +615,14 @@ def kernel_from_dir(path: Path) -> Kernel:
 
 
 class _Progress:
-    """One status line (TTY) or a line every 30 s: steps done, estimate, elapsed."""
+    """Progress records: steps done, estimate, elapsed, the current step."""
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
         self.steps = 0
         self.start = time.monotonic()
-        self.last = 0.0
-        self.tty = sys.stderr.isatty()
+        self.last_info = 0.0
+        self.last_tick = 0.0
 
     def line(self, line: str) -> None:
         m = _STEP.match(line)
@@ -367,26 +630,20 @@ class _Progress:
             return
         self.steps += 1
         now = time.monotonic()
-        if now - self.last < (0.2 if self.tty else 30.0):
-            return
-        self.last = now
-        self._show(f"{m.group(1)} {m.group(2)}")
-
-    def _show(self, what: str) -> None:
-        elapsed = time.monotonic() - self.start
-        pct = min(99, 100 * self.steps // max(self.expected, 1))
-        text = f"lab: kernel build {pct:3d}% {self.steps}/~{self.expected} " \
-               f"{_mmss(elapsed)}  {what}"
-        if self.tty:
-            click.echo("\r" + text[:110].ljust(110), nl=False, err=True)
+        if now - self.last_info >= PROGRESS_EVERY:
+            level, self.last_info = logging.INFO, now
+        elif now - self.last_tick >= PROGRESS_TICK and progress_log.isEnabledFor(logging.DEBUG):
+            level = logging.DEBUG
         else:
-            click.echo(text, err=True)
+            return
+        self.last_tick = now
+        pct = min(99, 100 * self.steps // max(self.expected, 1))
+        progress_log.log(level, "kernel build %3d%% %d/~%d %s  %s %s", pct, self.steps,
+                         self.expected, _mmss(now - self.start), m.group(1), m.group(2))
 
     def done(self) -> None:
-        if self.tty:
-            click.echo("", err=True)
-        click.echo(f"lab: kernel build finished in {_mmss(time.monotonic() - self.start)} "
-                   f"({self.steps} steps)", err=True)
+        log.info("kernel build finished in %s (%d steps)", _mmss(time.monotonic() - self.start),
+                 self.steps)
 
 
 def _mmss(seconds: float) -> str:

@@ -1,47 +1,52 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 Guest root filesystem
 ---------------------
 
 A Debian sid directory tree built with ``mmdebstrap`` from the package list in
 ``vm/rootfs.packages``, shared read-only into the guest as its 9p root. It
-holds one file of its own, ``/sbin/kho-lab-init``: it mounts the project source
-share at ``/lab/src`` and executes ``vm/guest/init`` from there, so the guest
-side of the lab lives in the repository and changing it needs no rebuild.
+holds one file of its own, ``/sbin/kho-lab-init``: it mounts the lab's guest
+side (:func:`~kho_inspect.lab.vm_dir`: ``vm/`` of a checkout, ``kho_inspect/_vm``
+of an installed wheel) at ``/lab/vm`` and executes ``guest/init`` from there,
+so the guest side lives with the package that runs the lab and changing it
+needs no rebuild. The tree holds the mount points of the other shares:
+``/lab/py/kho_inspect`` (the host's kho_inspect package), ``/lab/kernel`` and
+``/lab/out``.
 
 Cached as ``rootfs/<key>/`` where ``<key>`` hashes the package list and this
 recipe (suite, mirror, options, bootstrap script).
 """
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-import click
-
 from kho_inspect.errors import LabError
 from kho_inspect.lab import cache_root, digest, require_tools, run_checked, vm_dir
 from kho_inspect.lab.kernel import PrivateApt
 
 __all__ = ("Rootfs", "SUITE", "MIRROR", "read_packages", "rootfs_key", "ensure_rootfs",
-           "BOOTSTRAP_PATH")
+           "BOOTSTRAP_PATH", "VM_TAG")
 
 SUITE = "sid"
 MIRROR = "http://deb.debian.org/debian"
 BOOTSTRAP_PATH = "/sbin/kho-lab-init"
 # Mount points of the 9p shares, created in the tree (the guest's root is read-only).
-SHARE_DIRS = ("lab/src", "lab/kernel", "lab/out")
-BOOTSTRAP = """#!/bin/sh
-# kho-inspect lab bootstrap (PID 1): mount the project source share and run its
-# vm/guest/init, which does everything else.
+SHARE_DIRS = ("lab/vm", "lab/py/kho_inspect", "lab/kernel", "lab/out")
+VM_TAG = "khovm"  # the 9p tag of the guest side the bootstrap mounts
+BOOTSTRAP = f"""#!/bin/sh
+# kho-inspect lab bootstrap (PID 1): mount the lab's guest side (vm/ of a checkout or
+# kho_inspect/_vm of an installed wheel) and run its guest/init, which does the rest.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 khosrc /lab/src || {
-    echo "KHO-LAB: cannot mount the source share khosrc" > /dev/console
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 {VM_TAG} /lab/vm || {{
+    echo "KHO-LAB: cannot mount the lab share {VM_TAG}" > /dev/console
     exec /bin/sh
-}
-exec /lab/src/vm/guest/init "$@"
+}}
+exec /bin/sh /lab/vm/guest/init "$@"
 """
 MMDEBSTRAP_OPTIONS = (
     "--variant=apt",
@@ -53,6 +58,8 @@ MMDEBSTRAP_OPTIONS = (
 # Used only when the host's keyring cannot verify sid: trixie's keyring package is
 # signed with keys that bookworm's debian-archive-keyring already has.
 KEYRING_SOURCES = f"deb {MIRROR} trixie main\n"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,14 +121,14 @@ def _hook_commands() -> List[str]:
     ]
 
 
-def _mmdebstrap(packages: List[str], tree: Path, log: Path,
+def _mmdebstrap(packages: List[str], tree: Path, log_path: Path,
                 keyring: Optional[Path] = None) -> None:
     argv: List[str] = ["mmdebstrap", *MMDEBSTRAP_OPTIONS, f"--include={','.join(packages)}",
                        *_hook_commands()]
     if keyring is not None:
         argv.append(f"--keyring={keyring}")
     argv += [SUITE, str(tree), MIRROR]
-    run_checked(argv, "build the guest root filesystem with mmdebstrap", log=log)
+    run_checked(argv, "build the guest root filesystem with mmdebstrap", log=log_path)
 
 
 def _build(packages: List[str], key: str) -> Rootfs:
@@ -129,27 +136,27 @@ def _build(packages: List[str], key: str) -> Rootfs:
     tmp = _root() / f".{key}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    log = _root() / f"{key}.log"
-    click.echo(f"lab: building the Debian {SUITE} guest root filesystem (key {key}, "
-               f"log: {log})", err=True)
+    mmdebstrap_log = _root() / f"{key}.log"
+    log.info("building the Debian %s guest root filesystem (key %s, log: %s)", SUITE, key,
+             mmdebstrap_log)
     start = time.monotonic()
     try:
-        _mmdebstrap(packages, tmp / "tree", log)
+        _mmdebstrap(packages, tmp / "tree", mmdebstrap_log)
     except LabError:
-        if not _signature_problem(log):
+        if not _signature_problem(mmdebstrap_log):
             raise
-        click.echo("lab: the host keyring cannot verify sid; retrying with trixie's", err=True)
+        log.info("the host keyring cannot verify sid; retrying with trixie's")
         shutil.rmtree(tmp / "tree", ignore_errors=True)
-        _mmdebstrap(packages, tmp / "tree", log, keyring=_newer_keyring())
+        _mmdebstrap(packages, tmp / "tree", mmdebstrap_log, keyring=_newer_keyring())
     seconds = time.monotonic() - start
     meta = {"key": key, "suite": SUITE, "mirror": MIRROR, "packages": packages,
             "build_seconds": round(seconds, 1)}
     (tmp / "rootfs.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
-    shutil.copy2(log, dest / "mmdebstrap.log")
-    log.unlink()
-    click.echo(f"lab: guest root filesystem cached in {dest} ({seconds:.0f} s)", err=True)
+    shutil.copy2(mmdebstrap_log, dest / "mmdebstrap.log")
+    mmdebstrap_log.unlink()
+    log.info("guest root filesystem cached in %s (%.0f s)", dest, seconds)
     _prune(key)
     return Rootfs(dest / "tree", key)
 
@@ -161,8 +168,8 @@ def _prune(keep: str) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _signature_problem(log: Path) -> bool:
-    text = log.read_text(errors="replace")
+def _signature_problem(log_path: Path) -> bool:
+    text = log_path.read_text(errors="replace")
     return any(s in text for s in ("NO_PUBKEY", "is not signed", "EXPKEYSIG", "GPG error"))
 
 

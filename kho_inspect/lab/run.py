@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 ``lab run``: the handover scenario
 ----------------------------------
@@ -12,15 +13,34 @@ kexec ``hops`` times, and collect everything in the output directory::
     DIR/summary.json       per stage facts and verdicts, kernel files, accel, timings
     DIR/nK/                stage K: stage.json, dmesg.txt, cmdline, memblock/, kho/,
                            kho-inspect/<command>.json (+ .txt, .err, commands.json)
+    DIR/nK/before-kexec/   the commands run right before kexec -e (if any), same layout
     DIR/nK/vmcore          with --cores: kdump-compressed core taken at the pause
     DIR/nK/host/           with --cores: host-side kho-inspect --qemu results
 
 With ``--cores`` the guest stops after its commands ran (it creates
 ``nK/.paused`` and waits for ``nK/.resume``); the host then dumps the guest over
 QMP and runs the same commands against it with ``--qemu``.
+
+Which commands run where is :func:`stage_commands` (placeholders such as
+``{previous_dir}`` are described in :mod:`kho_inspect.lab.commands`).
+
+Command lines: n0 boots with :func:`kernel_cmdline` plus its ``stage_append``
+words; every KHO boot keeps ``kexec --reuse-cmdline`` and appends the next
+stage's ``stage_append`` words. A stage's words are appended for that stage
+only: the guest removes them from the reused line before kexec, so a later
+stage gets them only when it names them itself (one stage can drive a case,
+such as a fresh ``reserve_mem=`` on a KHO boot, without the next kernels
+inheriting it). :func:`expected_cmdline` is what each stage must see. The
+lab kernel chosen by name (``--kernel``) may add words of its own to the
+shared line: ``7.3+unpreserved-broken`` adds ``kho_lab_hugetlb_in_scratch``
+(see :mod:`kho_inspect.lab.kernel`).
+
+Progress goes to the ``kho_inspect.lab.run`` logger, the guest's console
+lines to ``kho_inspect.lab.guest``.
 """
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,15 +49,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
-
-import click
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kho_inspect.errors import InputError, LabError
 from kho_inspect.kdump import unflatten_in_place
-from kho_inspect.lab import repo_root
-from kho_inspect.lab.batch import DEFAULT_COMMANDS, KHO_BOOT_COMMANDS, batch_argv
-from kho_inspect.lab.kernel import Kernel, ensure_kernel, kernel_from_dir
+from kho_inspect.lab import package_dir, vm_dir
+from kho_inspect.lab.commands import (
+    BEFORE_KEXEC_COMMANDS,
+    DEFAULT_COMMANDS,
+    KHO_BOOT_COMMANDS,
+    batch_argv,
+    expand,
+    stage_index,
+)
+from kho_inspect.lab.kernel import PLAIN, Kernel, ensure_kernel, kernel_from_dir, lab_kernel
 from kho_inspect.lab.qemu import (
     Qmp,
     Share,
@@ -47,15 +72,22 @@ from kho_inspect.lab.qemu import (
     parse_memory,
     qemu_argv,
 )
-from kho_inspect.lab.rootfs import BOOTSTRAP_PATH, ensure_rootfs
+from kho_inspect.lab.rootfs import BOOTSTRAP_PATH, VM_TAG, ensure_rootfs
 
-__all__ = ("RunOptions", "run_lab", "stage_commands", "judge_stage", "judge_run", "serial_tail",
-           "RESERVE_MEM_NAME")
+__all__ = ("RunOptions", "StageCommands", "run_lab", "stage_commands", "stage_names",
+           "kernel_cmdline", "expected_cmdline", "parse_size", "parse_stage_append",
+           "judge_stage", "judge_run", "RESERVE_MEM_NAME", "GUEST_OUT")
+
+log = logging.getLogger(__name__)
+guest_log = logging.getLogger("kho_inspect.lab.guest")
 
 RESERVE_MEM_NAME = "khoinspect"
 HOST_COMMANDS_TIMEOUT = 600
 GUEST_OUT = "/lab/out"
 GUEST_KERNEL = "/lab/kernel"
+MEMFD_BLOCK = 4096  # the guest fills and verifies the memfd in 4 KiB blocks
+PACKAGE_TAG = "khopkg"  # 9p tag of the kho_inspect package the guest runs (vm/guest/init)
+_SIZE = re.compile(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", re.IGNORECASE)
 _MARKER = re.compile(r"KHO-LAB: (n\d+): (.*)")
 _ECHO = re.compile(r"KHO-LAB: |Kernel panic|BUG: |WARNING: ")
 _OWNED = re.compile(r"^(n\d+|serial\.log|qemu\.log|summary\.json|lab\.json|state\.json)$")
@@ -67,19 +99,36 @@ class RunOptions:
 
     out: Path
     kernel_dir: Optional[Path] = None
+    # a lab kernel by name (kho_inspect.lab.kernel.LAB_KERNELS); not with kernel_dir
+    kernel: str = PLAIN
     memory: str = "6G"
     cpus: int = 2
     numa: int = 0
     append: str = ""
+    # extra command-line words of one stage only: {"n1": "reserve_mem=64M:4K:late"}
+    stage_append: Dict[str, str] = field(default_factory=dict)
     hops: int = 1
     accel: str = "auto"
     timeout: float = 1800.0
     cores: bool = False
     commands: Tuple[str, ...] = DEFAULT_COMMANDS
     kho_boot_commands: Tuple[str, ...] = KHO_BOOT_COMMANDS
-    memfd_mib: int = 64
+    before_kexec_commands: Tuple[str, ...] = BEFORE_KEXEC_COMMANDS
+    memfd_size: str = "64M"
     reserve_mem: str = f"16M:2M:{RESERVE_MEM_NAME}"
-    echo: bool = True
+
+
+@dataclass(frozen=True)
+class StageCommands:
+    """The kho-inspect commands of one stage, placeholders not yet expanded.
+
+    ``inspect`` runs once debugfs is copied: in the guest and, at the ``--cores``
+    pause, on the host with ``--qemu``. ``before_kexec`` runs in the guest after
+    ``kexec -l`` loaded the next kernel, as the last thing before ``kexec -e``.
+    """
+
+    inspect: Tuple[str, ...]
+    before_kexec: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,11 +150,6 @@ class _Run:
 
 # --- preparation --------------------------------------------------------------------------
 
-def _say(opts: RunOptions, msg: str) -> None:
-    if opts.echo:
-        click.echo(f"lab: {msg}", err=True)
-
-
 def _clean_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for entry in out.iterdir():
@@ -116,13 +160,67 @@ def _clean_out(out: Path) -> None:
                 entry.unlink()
 
 
+def parse_size(text: str, option: str) -> int:
+    """``64M``, ``4096K``, ``1G``, ``65536`` (bytes) in bytes.
+
+    >>> parse_size("64M", "--memfd-size"), parse_size("4 KiB", "--memfd-size")
+    (67108864, 4096)
+
+    :raises LabError: for anything else.
+    """
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise LabError(f"{option} {text!r} is not a size: write it like 64M or 4096K.")
+    shift = {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2).upper()]
+    return int(m.group(1)) << shift
+
+
+def stage_names(opts: RunOptions) -> List[str]:
+    """``n0`` .. ``n<hops>``."""
+    return [f"n{i}" for i in range(opts.hops + 1)]
+
+
+def parse_stage_append(items: Tuple[str, ...]) -> Dict[str, str]:
+    """``("n1=reserve_mem=64M:4K:late", ...)`` as ``{"n1": "reserve_mem=64M:4K:late"}``;
+    words given twice for a stage are joined in order.
+
+    :raises LabError: an item is not ``nK=WORDS``.
+    """
+    out: Dict[str, str] = {}
+    for item in items:
+        stage, sep, words = item.partition("=")
+        if not sep or not words.strip():
+            raise LabError(f"--stage-append {item!r} is not STAGE=WORDS: write it like "
+                           'n1="reserve_mem=64M:4K:late".')
+        stage_index(stage.strip())
+        name = stage.strip()
+        out[name] = f"{out[name]} {words.strip()}" if name in out else words.strip()
+    return out
+
+
 def _validate(opts: RunOptions) -> int:
+    """Check every option before anything is built; returns the guest's MiB."""
     if opts.hops < 0:
         raise LabError(f"--hops {opts.hops} is negative: give 0 or more kexecs.")
+    lab_kernel(opts.kernel)
+    if opts.kernel_dir and opts.kernel != PLAIN:
+        raise LabError(f"--kernel {opts.kernel} and --kernel-dir both choose the kernel: "
+                       "give one of them.")
     if opts.cpus < 1:
         raise LabError(f"--cpus {opts.cpus} must be at least 1.")
     if opts.numa < 0:
         raise LabError(f"--numa {opts.numa} must be 0 (no NUMA) or more nodes.")
+    memfd = parse_size(opts.memfd_size, "--memfd-size")
+    if memfd <= 0 or memfd % MEMFD_BLOCK:
+        raise LabError(f"--memfd-size {opts.memfd_size} must be a positive multiple of 4 KiB.")
+    stages = stage_names(opts)
+    unknown = sorted(set(opts.stage_append) - set(stages))
+    if unknown:
+        raise LabError(f"--stage-append names {', '.join(unknown)}, but a run with --hops "
+                       f"{opts.hops} has the stages {', '.join(stages)}.")
+    for stage in stages:  # a bad placeholder stops the run here, not in the guest
+        commands = stage_commands(opts, stage)
+        expand(commands.inspect + commands.before_kexec, GUEST_OUT, stage)
     return parse_memory(opts.memory)
 
 
@@ -134,6 +232,7 @@ def kernel_share(kernel: Kernel) -> Tuple[Path, str, str]:
 
 
 def kernel_cmdline(opts: RunOptions) -> str:
+    """The command line every kernel of the run shares (n0 adds its ``stage_append``)."""
     # log_buf_len: with memblock=debug a KHO boot logs one line per preserved block
     # (16k lines, ~1.8 MB, for the memfd) before the console starts; the default 2 MB
     # buffer loses the early messages the verdicts look for ("Revived memory
@@ -141,22 +240,42 @@ def kernel_cmdline(opts: RunOptions) -> str:
     # its scratch areas from those (64M grew scratch from 740 MiB to 1.9 GiB).
     words = ["console=ttyS0", "panic=-1", "log_buf_len=8M", "kho=on", "liveupdate=on",
              f"reserve_mem={opts.reserve_mem}", kernel_cmdline_root(), f"init={BOOTSTRAP_PATH}"]
+    if opts.kernel_dir is None:  # a lab kernel's own words, e.g. the broken variant's
+        words += lab_kernel(opts.kernel).cmdline
     if opts.append.strip():
         words.append(opts.append.strip())
     return " ".join(words)
 
 
-def stage_commands(opts: RunOptions, stage: str) -> Tuple[str, ...]:
-    """The commands stage ``nK`` runs: the list, plus the KHO-boot sources from n1 on."""
-    return opts.commands + (opts.kho_boot_commands if stage != "n0" else ())
+def expected_cmdline(opts: RunOptions, stage: str) -> str:
+    """The command line ``stage`` must boot with: the shared one plus its own words."""
+    return " ".join(w for w in (kernel_cmdline(opts), opts.stage_append.get(stage, "")) if w)
+
+
+def stage_commands(opts: RunOptions, stage: str) -> StageCommands:
+    """The commands of stage ``nK``: the list, the KHO-boot ones from n1 on, and the
+    before-kexec ones in every stage that kexecs. Placeholders stay unexpanded.
+    """
+    index = stage_index(stage)
+    inspect = opts.commands
+    if index > 0:
+        inspect += opts.kho_boot_commands
+    before_kexec = opts.before_kexec_commands if index < opts.hops else ()
+    return StageCommands(inspect=inspect, before_kexec=before_kexec)
 
 
 def _guest_config(opts: RunOptions, kernel: Kernel) -> Dict[str, Any]:
     _, bz, vml = kernel_share(kernel)
-    stages = (f"n{i}" for i in range(opts.hops + 1))
+    stages = stage_names(opts)
+    commands = {name: stage_commands(opts, name) for name in stages}
     return {"hops": opts.hops, "cores": opts.cores,
-            "stage_commands": {name: list(stage_commands(opts, name)) for name in stages},
-            "bzImage": bz, "vmlinux": vml, "memfd_bytes": opts.memfd_mib << 20,
+            "stage_commands": {name: expand(c.inspect, GUEST_OUT, name)
+                               for name, c in commands.items()},
+            "before_kexec_commands": {name: expand(c.before_kexec, GUEST_OUT, name)
+                                      for name, c in commands.items()},
+            "stage_append": {name: opts.stage_append.get(name, "") for name in stages},
+            "bzImage": bz, "vmlinux": vml,
+            "memfd_bytes": parse_size(opts.memfd_size, "--memfd-size"),
             "reserve_mem_name": opts.reserve_mem.rsplit(":", 1)[-1],
             "pause_timeout": opts.timeout}
 
@@ -180,19 +299,20 @@ def run_lab(opts: RunOptions) -> Dict[str, Any]:
     _clean_out(out)
     timings: Dict[str, Any] = {}
     kernel = (kernel_from_dir(opts.kernel_dir) if opts.kernel_dir
-              else _timed(timings, "kernel_s", ensure_kernel))
+              else _timed(timings, "kernel_s", ensure_kernel, opts.kernel))
     rootfs = _timed(timings, "rootfs_s", ensure_rootfs)
     accel, why = _timed(timings, "accel_probe_s", choose_accel, opts.accel, kernel.bzimage)
-    _say(opts, f"accelerator {accel} ({why})")
+    log.info("accelerator %s (%s)", accel, why)
     (out / "lab.json").write_text(json.dumps(_guest_config(opts, kernel), indent=2) + "\n")
     with tempfile.TemporaryDirectory(prefix="kholab-") as tmp:
         kdir, _, _ = kernel_share(kernel)
-        spec = VmSpec(bzimage=kernel.bzimage, rootfs=rootfs.path, cmdline=kernel_cmdline(opts),
+        spec = VmSpec(bzimage=kernel.bzimage, rootfs=rootfs.path,
+                      cmdline=expected_cmdline(opts, "n0"),
                       serial_log=out / "serial.log", qmp_socket=Path(tmp) / "qmp.sock",
                       inspect_socket=Path(tmp) / "inspect.sock",
                       memory_mib=memory_mib, cpus=opts.cpus, numa=opts.numa, accel=accel,
-                      shares=(Share("khosrc", repo_root()), Share("khokernel", kdir),
-                              Share("khoout", out, readonly=False)))
+                      shares=(Share(VM_TAG, vm_dir()), Share(PACKAGE_TAG, package_dir()),
+                              Share("khokernel", kdir), Share("khoout", out, readonly=False)))
         run = _Run(opts, kernel, spec.inspect_socket, timings=timings)
         _execute(run, spec)
     summary = _summary(run, spec, rootfs.path, why)
@@ -203,8 +323,8 @@ def run_lab(opts: RunOptions) -> Dict[str, Any]:
 def _execute(run: _Run, spec: VmSpec) -> None:
     argv = qemu_argv(spec)
     run.timings["qemu_argv"] = argv
-    _say(run.opts, f"booting {run.kernel.bzimage} ({spec.accel}, {spec.memory_mib} MiB, "
-                   f"{spec.cpus} CPUs); serial log {spec.serial_log}")
+    log.info("booting %s (%s, %d MiB, %d CPUs); serial log %s", run.kernel.bzimage, spec.accel,
+             spec.memory_mib, spec.cpus, spec.serial_log)
     spec.serial_log.touch()
     vm_start = time.monotonic()
     with open(run.opts.out / "qemu.log", "w") as qlog:
@@ -263,9 +383,8 @@ def _follow_serial(run: _Run, serial: Path, offset: int) -> int:
         m = _MARKER.search(line)
         if m and m.group(1) not in run.stage_seen:
             run.stage_seen[m.group(1)] = run.elapsed()
-        if run.opts.echo and _ECHO.search(line):
-            click.echo(f"guest: {line[line.find('KHO-LAB: ') + 9:] if m else line.strip()}",
-                       err=True)
+        if _ECHO.search(line):
+            guest_log.info("%s", line[line.find("KHO-LAB: ") + 9:] if m else line.strip())
     return offset + end
 
 
@@ -282,7 +401,7 @@ def _inspect_paused(run: _Run, qmp: Qmp, stage_dir: Path) -> Dict[str, Any]:
     info: Dict[str, Any] = {}
     start = time.monotonic()
     try:
-        _say(run.opts, f"{stage_dir.name}: dumping the guest to {stage_dir / 'vmcore'}")
+        log.info("%s: dumping the guest to %s", stage_dir.name, stage_dir / "vmcore")
         info["dump_format"] = qmp.dump(stage_dir / "vmcore", timeout=run.opts.timeout)
         # QEMU < 8.2 writes kdump cores flattened, which drgn cannot read.
         info["unflattened"] = unflatten_in_place(stage_dir / "vmcore")
@@ -298,21 +417,24 @@ def _inspect_paused(run: _Run, qmp: Qmp, stage_dir: Path) -> Dict[str, Any]:
 
 
 def _host_commands(run: _Run, outdir: Path) -> Dict[str, int]:
-    argv = batch_argv(outdir, stage_commands(run.opts, outdir.parent.name),
+    stage = outdir.parent.name
+    commands = expand(stage_commands(run.opts, stage).inspect, run.opts.out.resolve(), stage)
+    argv = batch_argv(outdir, commands,
                       ["--qemu", str(run.inspect_socket), "--vmlinux", str(run.kernel.vmlinux)])
+    # the same kho_inspect as this process, also when it runs from a checkout uninstalled
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(repo_root()), os.environ.get("PYTHONPATH", "")) if p))
-    _say(run.opts, f"{outdir.parent.name}: running kho-inspect --qemu on the host")
+        p for p in (str(package_dir().parent), os.environ.get("PYTHONPATH", "")) if p))
+    log.info("%s: running kho-inspect --qemu on the host", stage)
     try:
         proc = subprocess.run(argv, env=env, capture_output=True, text=True,
                               timeout=HOST_COMMANDS_TIMEOUT)
     except subprocess.TimeoutExpired:
-        run.problems.append(f"{outdir.parent.name}: host-side kho-inspect --qemu did not finish "
+        run.problems.append(f"{stage}: host-side kho-inspect --qemu did not finish "
                             f"within {HOST_COMMANDS_TIMEOUT} s")
         return {}
     records_path = outdir / "commands.json"
     if not records_path.is_file():
-        run.problems.append(f"{outdir.parent.name}: host-side kho-inspect did not run: "
+        run.problems.append(f"{stage}: host-side kho-inspect did not run: "
                             f"{proc.stderr.strip()[-300:]}")
         return {}
     return {r["command"]: r["exit_code"] for r in json.loads(records_path.read_text())}
@@ -325,9 +447,13 @@ def expected_test_kho(index: int) -> str:
     return "restore succeeded" if index % 2 else "preserved"
 
 
-def judge_stage(stage: Dict[str, Any], index: int, hops: int) -> List[str]:
-    """Problems of one stage's ``stage.json`` (empty: verified)."""
+def judge_stage(stage: Dict[str, Any], index: int, hops: int,
+                cmdline: Optional[str] = None) -> List[str]:
+    """Problems of one stage's ``stage.json`` (empty: verified); ``cmdline`` is the
+    command line the stage must have booted with (not checked when ``None``)."""
     problems = [f"error: {e}" for e in stage.get("errors", [])]
+    if cmdline is not None and " ".join(str(stage.get("cmdline")).split()) != cmdline:
+        problems.append(f"booted with {stage.get('cmdline')!r}, expected {cmdline!r}")
     checks = [
         (stage.get("kho_enabled") is True, "KHO is not enabled"),
         (stage.get("kho_boot") is (index > 0),
@@ -354,9 +480,9 @@ def _load_stage(out: Path, name: str) -> Optional[Dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def judge_run(out: Path, hops: int, cores: bool,
-              host: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """Per-stage summary entries with their verdicts."""
+def judge_run(out: Path, hops: int, cores: bool, host: Dict[str, Dict[str, Any]],
+              cmdlines: Optional[Mapping[str, str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Per-stage summary entries with their verdicts (``cmdlines``: see :func:`judge_stage`)."""
     stages: Dict[str, Dict[str, Any]] = {}
     previous_reserve: Optional[Dict[str, Any]] = None
     for index in range(hops + 1):
@@ -365,7 +491,7 @@ def judge_run(out: Path, hops: int, cores: bool,
         if stage is None:
             stages[name] = {"verified": False, "problems": ["the stage never ran"]}
             continue
-        problems = judge_stage(stage, index, hops)
+        problems = judge_stage(stage, index, hops, (cmdlines or {}).get(name))
         reserve = stage.get("reserve_mem") or {}
         if previous_reserve and reserve.get("start") != previous_reserve.get("start"):
             problems.append(f"reserve_mem moved: {reserve.get('start')} != "
@@ -391,6 +517,8 @@ def _stage_entry(stage: Dict[str, Any], problems: List[str],
         "reserve_mem": stage.get("reserve_mem"),
         "hugepages": stage.get("hugepages"),
         "commands": stage.get("commands", {}),
+        "before_kexec": stage.get("before_kexec_commands", {}),
+        "cmdline": stage.get("cmdline"),
         "host": host,
     }
 
@@ -398,9 +526,11 @@ def _stage_entry(stage: Dict[str, Any], problems: List[str],
 def _summary(run: _Run, spec: VmSpec, rootfs: Path, accel_reason: str) -> Dict[str, Any]:
     opts = run.opts
     out = opts.out.resolve()
-    stages = judge_run(out, opts.hops, opts.cores, run.host)
+    stages = judge_run(out, opts.hops, opts.cores, run.host,
+                       {name: expected_cmdline(opts, name) for name in stage_names(opts)})
     ok = not run.problems and all(s["verified"] for s in stages.values())
-    commands_ok = all(code == 0 for s in stages.values() for code in s["commands"].values())
+    commands_ok = all(code == 0 for s in stages.values()
+                      for code in (*s["commands"].values(), *s["before_kexec"].values()))
     timings = dict(run.timings)
     argv = timings.pop("qemu_argv", [])
     timings["stage_seen_s"] = run.stage_seen
@@ -412,6 +542,7 @@ def _summary(run: _Run, spec: VmSpec, rootfs: Path, accel_reason: str) -> Dict[s
         "bzImage": str(run.kernel.bzimage),
         "vmlinux": str(run.kernel.vmlinux),
         "kernel": run.kernel.to_json(),
+        "lab_kernel": None if opts.kernel_dir else lab_kernel(opts.kernel).to_json(),
         "rootfs": str(rootfs),
         "accel": spec.accel,
         "accel_reason": accel_reason,
@@ -419,18 +550,11 @@ def _summary(run: _Run, spec: VmSpec, rootfs: Path, accel_reason: str) -> Dict[s
         "cpus": spec.cpus,
         "numa": spec.numa,
         "cmdline": spec.cmdline,
+        "stage_append": dict(opts.stage_append),
+        "memfd_bytes": parse_size(opts.memfd_size, "--memfd-size"),
         "cores": opts.cores,
         "commands": list(opts.commands),
         "qemu": argv,
         "timings": timings,
         "stages": stages,
     }
-
-
-def serial_tail(out: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of ``DIR/serial.log``."""
-    path = out / "serial.log"
-    if not path.is_file():
-        return "(no serial log)"
-    text = path.read_text(errors="replace").rstrip().splitlines()
-    return "\n".join(text[-lines:])

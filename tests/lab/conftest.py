@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 The kernel lab suite: ONE handover run per test session, many assertions on it.
 
@@ -6,7 +7,10 @@ from Debian's linux-source-7.3 (``make lab-deps`` builds it; the run builds
 anything still missing)::
 
     kho-inspect lab run --out DIR --hops 2 --memory 6G --cores \\
-        --append "hugepagesz=1G hugepages=2 memblock=debug"
+        --append "hugepagesz=1G hugepages=2 memblock=debug" --stage-append n1=kho_lab_stage=n1
+
+(the ``--stage-append`` word is a marker the kernel passes on to init, unused: it
+shows that a stage's own words reach that stage and not the next one).
 
 Every test reads that run's artifacts. Nothing here skips: where QEMU can start
 (TCG always can) a failure to run the lab is a failure of the suite.
@@ -26,8 +30,10 @@ from typing import Any, Dict
 import pytest
 
 HOPS = 2
+STAGE_APPEND = ("n1", "kho_lab_stage=n1")
 LAB_ARGS = ("--hops", str(HOPS), "--memory", "6G", "--cores",
-            "--append", "hugepagesz=1G hugepages=2 memblock=debug")
+            "--append", "hugepagesz=1G hugepages=2 memblock=debug",
+            "--stage-append", "=".join(STAGE_APPEND))
 STAGES = tuple(f"n{i}" for i in range(HOPS + 1))
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 Assertions on the lab's handover run (see conftest.py): real Linux 7.3, real
 KHO, real kexec, real preserved memory. Oracles are independent of kho-inspect
@@ -12,20 +13,21 @@ from typing import Any, Dict, Iterable, List
 
 import pytest
 
-from kho_inspect.lab.batch import batch_argv
-from kho_inspect.lab.debugfs import parse_regions, parse_reserve_mem
+from kho_inspect.lab.commands import batch_argv, expand
 from kho_inspect.lab.run import RunOptions, stage_commands
 from kho_inspect.ranges import Range, RangeSet
 
-from .conftest import STAGES, LabRun
+from .conftest import HOPS, STAGE_APPEND, STAGES, LabRun
+from .debugfs import parse_regions, parse_reserve_mem
 
 pytestmark = pytest.mark.lab
 PAGE = 4096
 
 
-def _stage_commands(stage: str) -> List[str]:
-    """What the lab run in conftest.py ran in ``stage`` (its default command list)."""
-    return list(stage_commands(RunOptions(out=Path(".")), stage))
+def _stage_commands(stage: str, out: Path = Path("/lab/out")) -> List[str]:
+    """What the lab run in conftest.py ran in ``stage`` after copying debugfs (its default
+    command lists), placeholders expanded for the run directory seen as ``out``."""
+    return expand(stage_commands(RunOptions(out=out, hops=HOPS), stage).inspect, out, stage)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +38,7 @@ def core(lab: LabRun) -> Dict[str, Path]:
         vmcore = lab.stage(stage) / "vmcore"
         assert vmcore.is_file(), f"{stage}: no vmcore saved"
         outdir = lab.stage(stage) / "core"
-        argv = batch_argv(outdir, _stage_commands(stage),
+        argv = batch_argv(outdir, _stage_commands(stage, lab.out),
                           ["--core", str(vmcore), "--vmlinux", lab.vmlinux])
         subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
         dirs[stage] = outdir
@@ -75,6 +77,15 @@ def test_kho_boot_chain(lab: LabRun) -> None:
         assert st["kho_boot"] is (index > 0), stage
         assert (lab.stage(stage) / "kho" / "out").is_dir()
         assert (lab.stage(stage) / "kho" / "in").is_dir() is (index > 0)
+
+
+def test_stage_append_only_in_its_stage(lab: LabRun) -> None:
+    """n1 boots with its --stage-append words; n2 (kexec --reuse-cmdline from n1) without."""
+    base = lab.summary["cmdline"]
+    stage, words = STAGE_APPEND
+    for name in STAGES:
+        expected = f"{base} {words}" if name == stage else base
+        assert lab.stage_json(name)["cmdline"] == expected, name
 
 
 def test_test_kho_restore_succeeded_in_n1(lab: LabRun) -> None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 The kho-inspect lab handover scenario (guest side).
 
@@ -11,15 +12,20 @@ comes from ``/lab/out/state.json`` (absent on the cold boot). In stage ``nK``:
    LUO session whose file descriptor stays open through the kexec;
 3. copy ``/sys/kernel/debug/memblock/*`` and ``/sys/kernel/debug/kho/**``, then
    run the kho-inspect commands in this process (debug info loaded once);
-4. write ``nK/stage.json`` with the facts the host judges (release, KHO boot,
-   test_kho, memfd, reserve_mem, command exit codes) and ``nK/dmesg.txt``;
+4. write ``nK/stage.json`` with the facts the host judges (release, command
+   line, KHO boot, test_kho, memfd, reserve_mem, command exit codes) and
+   ``nK/dmesg.txt``;
 5. with cores: create ``nK/.paused`` and wait for the host's ``nK/.resume``
    (the host dumps the guest and inspects it over QMP meanwhile);
-6. ``kexec -s -l`` the same kernel with the same command line and ``kexec -e``,
-   or return (init powers off) after the last hop.
+6. ``kexec -s -l`` the same kernel with this kernel's command line
+   (``--reuse-cmdline``) minus this stage's own extra words plus the next
+   stage's (``stage_append``; see :func:`kexec_cmdline_args`), run the
+   before-kexec commands into ``nK/before-kexec/``, and ``kexec -e``; or
+   return (init powers off) after the last hop.
 
+Commands arrive in lab.json with their placeholders expanded for /lab/out.
 Runs under the guest's Debian python3 with only the standard library, drgn and
-kho-inspect (from the source share).
+the host's kho_inspect package (shared at /lab/py/kho_inspect).
 """
 
 import fcntl
@@ -279,13 +285,23 @@ class Stage:
         for f in ("meminfo", "iomem"):
             shutil.copyfile(f"/proc/{f}", self.dir / f)
 
-    def commands(self):
-        from kho_inspect.lab.batch import run_batch
+    def batch(self, commands, subdir):
+        """Run kho-inspect ``commands`` in this process (debug info loaded once)."""
+        from kho_inspect.cli.batch import run_batch
 
-        records = run_batch(["--vmlinux", self.cfg["vmlinux"]],
-                            self.cfg["stage_commands"][self.name], self.dir / "kho-inspect")
+        return run_batch(["--vmlinux", self.cfg["vmlinux"]], commands, self.dir / subdir)
+
+    def commands(self):
+        records = self.batch(self.cfg["stage_commands"][self.name], "kho-inspect")
         self.result["commands"] = {r["command"]: r["exit_code"] for r in records}
         self.result["command_seconds"] = {r["command"]: r["seconds"] for r in records}
+
+    def before_kexec(self):
+        commands = self.cfg.get("before_kexec_commands", {}).get(self.name, [])
+        if commands:
+            records = self.batch(commands, "before-kexec")
+            self.result["before_kexec_commands"] = {r["command"]: r["exit_code"]
+                                                    for r in records}
 
     def reserve_mem(self, dmesg):
         name = self.cfg["reserve_mem_name"]
@@ -315,16 +331,43 @@ class Stage:
         say(self.name, "resumed")
 
     def kexec(self):
-        bz = self.cfg["bzImage"]
+        appends = self.cfg.get("stage_append", {})
+        args = kexec_cmdline_args(Path("/proc/cmdline").read_text(), appends.get(self.name, ""),
+                                  appends.get(f"n{self.index + 1}", ""))
         (OUT / "state.json").write_text(json.dumps({"stage": self.index + 1}) + "\n")
         os.sync()
-        subprocess.run(["kexec", "-s", "-l", bz, "--reuse-cmdline"], check=True)
+        self.result["kexec_load"] = ["kexec", "-s", "-l", self.cfg["bzImage"], *args]
+        subprocess.run(self.result["kexec_load"], check=True)
         self.result["kexec_loaded"] = True
+        self.step("run the before-kexec commands", self.before_kexec)
         self.result["finished_uptime"] = _uptime()
         self.write()
         say(self.name, f"kexec -e into n{self.index + 1}")
         subprocess.run(["kexec", "-e"], check=True)
         raise RuntimeError("kexec -e returned")
+
+
+def kexec_cmdline_args(cmdline, own, following):
+    """kexec-tools options for the next kernel's command line: this kernel's
+    (``cmdline``, as ``--reuse-cmdline`` reads it) without the words appended for this
+    stage only (``own``), plus the next stage's (``following``).
+
+    >>> kexec_cmdline_args("console=ttyS0 kho=on", "", "")
+    ['--reuse-cmdline']
+    >>> kexec_cmdline_args("console=ttyS0 kho=on", "", "reserve_mem=64M:4K:late")
+    ['--reuse-cmdline', '--append=reserve_mem=64M:4K:late']
+    >>> kexec_cmdline_args("console=ttyS0 kho=on reserve_mem=64M:4K:late ",
+    ...                    "reserve_mem=64M:4K:late", "")
+    ['--append=console=ttyS0 kho=on']
+    """
+    if not own.strip():
+        return ["--reuse-cmdline"] + ([f"--append={following.strip()}"] if following.strip()
+                                      else [])
+    line, own = " ".join(cmdline.split()), " ".join(own.split())
+    if line != own and not line.endswith(" " + own):
+        raise RuntimeError(f"the command line does not end with this stage's words {own!r}")
+    base = line[:len(line) - len(own)].strip()
+    return [f"--append={' '.join(w for w in (base, following.strip()) if w)}"]
 
 
 def _uptime():

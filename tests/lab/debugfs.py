@@ -1,10 +1,12 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """
 memblock debugfs text
 ---------------------
 
-Parse ``/sys/kernel/debug/memblock/memory`` and ``reserved`` (only present
-with ``CONFIG_ARCH_KEEP_MEMBLOCK``; mm/memblock.c ``memblock_debug_show``), the
-lab's independent oracle for ``kho-inspect memblock``. One line per region::
+A test helper of the lab suite: parse ``/sys/kernel/debug/memblock/memory``
+and ``reserved`` (only present with ``CONFIG_ARCH_KEEP_MEMBLOCK``; mm/memblock.c
+``memblock_debug_show``), the lab's independent oracle for ``kho-inspect
+memblock``. One line per region::
 
        3: 0x0000000100000000..0x000000013fffffff    0 KHO_SCRATCH
 

@@ -2,10 +2,11 @@
 # Install the Debian packages kho-inspect's build and tests need on the host.
 # Idempotent: does nothing when everything is already installed.
 #   swig, gcc, make: pylibfdt is built from its sdist by pip.
+#   librsvg2-bin: rsvg-convert, which the memory-map tests render the SVG with.
 #   the lab's own packages (QEMU, mmdebstrap, kernel build deps) come from vm/ci-deps.sh.
 set -eu
 need=()
-for pkg in swig gcc make; do
+for pkg in swig gcc make librsvg2-bin; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

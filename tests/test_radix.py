@@ -1,5 +1,6 @@
 """Tests for kho_inspect.radix against the independent encoder in radix_encoder.py."""
 
+import random
 import re
 from array import array
 from typing import Dict, List, Tuple
@@ -179,6 +180,25 @@ def test_coalesce_ranges():
 _ALT = int.from_bytes(b"\x55" * 512, "little")  # 0101...: a run of 1 and a hole of 1
 
 
+def _alternating(nbits: int, steps: List[int], ones: bool) -> int:
+    """``nbits`` bits of runs and holes, alternately, of the lengths in
+    ``steps`` (cycled); the first is a run when ``ones``."""
+    value, at, i = 0, 0, 0
+    while at < nbits:
+        step = steps[i % len(steps)]
+        if ones:
+            value |= ((1 << min(step, nbits - at)) - 1) << at
+        at, ones, i = at + step, not ones, i + 1
+    return value
+
+
+def _bench_leaf(seed: int) -> bytes:
+    """A leaf like bench_radix.py's fragmented tree: runs and holes of 1-1023."""
+    rnd = random.Random(seed)
+    return _alternating(32768, [rnd.randint(1, 1023) for _ in range(128)], True).to_bytes(
+        4096, "little")
+
+
 class Bitmap(bytes):
     """Generated bitmap bytes that print as the recipe, not as kilobytes."""
 
@@ -193,15 +213,19 @@ def adversarial_bitmaps(draw, nbytes=None, max_bytes: int = 1024):
     """Little-endian bitmaps built from segments that stress _scan_bitmap.
 
     Segments: holes, runs, alternating bits (a boundary at every bit), raw
-    random bytes, single bits at both edges of 64-bit words, and runs that
-    straddle a word boundary by a few bits; long ones cross 4 KiB pages.
+    random bytes, single bits at both edges of 64-bit words, runs that
+    straddle a word boundary by a few bits, fragmented stretches (runs and
+    holes of 1-1023 bits, or of 1-17: boundaries at any bit, several in one
+    byte, in adjacent bytes, on byte and word edges) and aligned full words;
+    long ones cross 4 KiB pages.
     Whatever the segments leave uncovered is zero, or ones when ``fill``.
     """
     if nbytes is None:
         nbytes = draw(st.integers(0, max_bytes))
     nbits = nbytes * 8
     length = st.one_of(st.integers(1, 70), st.integers(1, 2100), st.integers(1, max(1, nbits)))
-    kinds = st.sampled_from(["hole", "run", "alt", "random", "word-edges", "straddle"])
+    kinds = st.sampled_from(["hole", "run", "alt", "random", "word-edges", "straddle",
+                             "fragmented", "full-words"])
     segments = draw(st.lists(st.tuples(kinds, length), max_size=24))
     value, pos, recipe = 0, 0, []
     for kind, n in segments:
@@ -218,6 +242,13 @@ def adversarial_bitmaps(draw, nbytes=None, max_bytes: int = 1024):
                                    "little") & ((1 << n) - 1)
         elif kind == "word-edges":  # bits 0 and 63 of every word the segment touches
             piece = sum(1 << (i - pos) for i in range(pos, pos + n) if i % 64 in (0, 63))
+        elif kind == "fragmented":  # the bench's leaves: runs and holes of 1-1023 bits
+            steps = draw(st.lists(st.integers(1, 1023) | st.integers(1, 17), min_size=1,
+                                  max_size=64))
+            piece = _alternating(n, steps, draw(st.booleans()))
+        elif kind == "full-words":  # whole 64-bit words of ones, aligned, with gaps
+            piece = sum(((1 << 64) - 1) << (i - pos) for i in range(-(-pos // 64) * 64,
+                        pos + n - 63, 64) if draw(st.booleans()))
         elif kind == "straddle":  # ones from k bits below a word boundary to j above it
             edge = -(-(pos + 1) // 64) * 64
             lo = max(pos, edge - draw(st.integers(1, 63)))
@@ -250,6 +281,18 @@ SPECIAL_BITMAPS = [
     bytes(7) + b"\x80\x01" + bytes(4087),  # a run of 2 across a word boundary
     b"\xfe" + b"\xff" * 4094 + b"\x7f",  # one run from bit 1 to the second-to-last bit
     bytes([0x3c, 0xc3, 0x81, 0x7e] * 1024),  # runs and holes inside and across bytes
+    (b"\xff" * 8 + bytes(8)) * 256,  # full words, one in two
+    b"\x01" + bytes(4095),  # a single bit at bit 0
+    bytes(7) + b"\x80" + bytes(4088),  # a single bit at bit 63
+    bytes(4095) + b"\x80",  # a single bit at the last bit
+    (bytes(3) + b"\xf0" + b"\xff" * 7 + b"\x0f" + bytes(4)) * 256,  # runs across words
+    bytes([0xf0, 0x0f] * 2048),  # a run of 8 across every byte edge: start and end bytes adjacent
+    bytes([0x0f, 0xf0] * 2048),  # a hole of 8 across every byte edge
+    bytes([0x80, 0x01, 0x00] * 1365 + [0]),  # runs of 2 across byte edges, holes of 14 bits
+    (b"\xff" + bytes(1)) * 2048,  # byte-aligned runs and holes of 8
+    b"\xfe" + b"\xff" * 4095,  # a run from bit 1 to the end (carried out)
+    _bench_leaf(1),
+    _bench_leaf(2),
 ]
 
 
@@ -264,12 +307,22 @@ def test_bitmap_runs_adversarial(bitmap):
     assert bitmap_runs(bitmap) == naive_runs(bitmap)
 
 
+def leaf_scales():
+    """(base, shift, order) as a leaf scales its bits: every order of a 4 KiB
+    page, and the unscaled bit positions of bitmap_runs()."""
+    return st.just((0, 0, 0)) | st.integers(0, 52).flatmap(
+        lambda order: st.tuples(st.integers(0, 3).map(lambda k: k << (12 + order + 15)),
+                                st.just(12 + order), st.just(order)))
+
+
 @given(
     adversarial_bitmaps(max_bytes=3 * 4096),
     st.lists(st.integers(0, 3 * 4096), max_size=6),
-    st.sampled_from([(0, 0, 0), (0x1_0000_0000, 12, 0), (0x4000_0000, 21, 9), (0, 30, 18)]),
+    leaf_scales(),
 )
 @SETTINGS
+@example(Bitmap(bytes([0xf0, 0x0f] * 8)), [3, 8], (0, 12, 0))
+@example(Bitmap(b"\xff" * 16), [8], (1 << 30, 30, 18))
 def test_scan_bitmap_carries_runs_across_pieces(bitmap, cuts, scale):
     # Cut the bitmap anywhere (empty pieces, odd bytes, mid-word), scan the
     # pieces in order carrying the open run: the ranges must be those of the
@@ -299,7 +352,7 @@ def leaf_pages(enc: RadixTreeEncoder, pages: Dict[int, bytes], keys: List[int], 
 
 
 @given(
-    st.sampled_from([0, 3, 9]),
+    st.integers(0, 28),
     st.lists(adversarial_bitmaps(nbytes=4096), min_size=4, max_size=4),
     st.sampled_from(["little", "big"]),
 )
@@ -310,12 +363,18 @@ def leaf_pages(enc: RadixTreeEncoder, pages: Dict[int, bytes], keys: List[int], 
 @example(9, [FULL_LEAF_4K] * 4, "big")
 @example(3, [bytes(4095) + b"\x80", b"\x01" + bytes(4095), b"\x55" * 4096, b"\xaa" * 4096],
          "little")
+@example(28, [b"\xff" * 4096, b"\xfe" + b"\xff" * 4095, b"\xff" * 4095 + b"\x7f", bytes(4096)],
+         "big")
 def test_walk_fast_path_matches_bit_by_bit(order, bitmaps, byteorder):
     # Leaves 511 of one level-1 table and 0, 1 and 3 of the next (2 is absent)
     # get adversarial bitmaps: runs must join across the leaf and table
-    # boundaries, and stop at the missing leaf.
-    key0 = (1 << (52 - order)) | (5 << 24)  # leaf 0 of an L1 table of this order
+    # boundaries, and stop at the missing leaf. Order 28 has no table before
+    # its first (the key below it is of order 29), so it gets leaves 0, 1, 3.
+    key0 = (1 << (52 - order)) | ((1 << 24) if order < 28 else 0)  # leaf 0 of an L1 table
     leaf_keys = [key0 - (1 << 15), key0, key0 + (1 << 15), key0 + (3 << 15)]
+    if order == 28:
+        leaf_keys, bitmaps = leaf_keys[1:], bitmaps[1:]
+    assert {k.bit_length() for k in leaf_keys} == {53 - order}
     shift = 12 + order
     enc = RadixTreeEncoder()
     for key in leaf_keys:

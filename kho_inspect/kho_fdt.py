@@ -112,7 +112,8 @@ def decoded_root(prog: Program, direction: str) -> Tuple[int, bool, bytes, KhoRo
 def read_blob(prog: Program, sub: KhoSubtree) -> bytes:
     """The bytes of one sub-blob: ``preserved-data`` phys, ``blob-size`` bytes.
 
-    Without ``blob-size`` (kho-v1/v2, where every blob was an FDT) the FDT
+    Without ``blob-size`` (kho-v1/v2: before Linux kernel commit 85e41392820f
+    ("kho: persist blob size in KHO FDT") (in v7.1) every blob was an FDT) the FDT
     header gives the size.
 
     :raises CorruptTreeError: no address, an absurd size, or unreadable memory.

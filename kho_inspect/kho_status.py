@@ -87,9 +87,9 @@ def _value(obj: Optional[Object]) -> Optional[int]:
 
 def _incoming(prog: Program, boot: bool) -> _Incoming:
     kin = kho_in(prog)
-    # kexec_count and previous_release arrived with the kexec-metadata blob
-    # (include/linux/kho/abi/kexec_metadata.h); older kernels lack them and
-    # only the blob can tell.
+    # kexec_count and previous_release arrived with the kexec-metadata blob,
+    # Linux kernel commit 76aa46b9e404 ("kho: kexec-metadata: track previous
+    # kernel chain") (in v7.1); older kernels lack them and only the blob can tell.
     count_obj, release_obj = member(kin, "kexec_count"), member(kin, "previous_release")
     count = _value(count_obj)
     release = (None if release_obj is None

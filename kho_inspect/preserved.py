@@ -8,7 +8,9 @@ preserves across a Kexec HandOver, from one of these sources:
 * ``out``: the outgoing radix tree ``kho_out.radix_tree`` of the running
   kernel, walked with :func:`kho_inspect.radix.walk_radix_tree`. This is what
   the kernel hands to the next one if it kexecs now. kho-v1 kernels have no
-  tree; their chunk list (``kho_out.preserved_mem_map``, built at finalize)
+  tree (v6.16 to v7.0); their chunk list (``kho_out.preserved_mem_map``,
+  built at finalize, which Linux kernel commit 6b0dd42d7681 ("kho: remove
+  finalize state and clients") (in v7.1) removed)
   is decoded with :func:`kho_inspect.radix.decode_khoser_chunks`.
 * ``reserved``: in the kernel after a KHO boot, the ``memblock.reserved``
   regions flagged ``RSRV_NOINIT`` and not ``RSRV_HUGETLB``:
@@ -327,7 +329,9 @@ def read_outgoing(prog: Program, keys: bool = False) -> PreservedReport:
 
 def _v1_first_chunk(kout: drgn.Object) -> Optional[drgn.Object]:
     # struct khoser_mem_chunk *preserved_mem_map: a member of kho_out in
-    # kho-v1 kernels, nested in kho_out.ser (struct kho_serialization) in 6.16.
+    # kho-v1 kernels, nested in kho_out.ser (struct kho_serialization) since
+    # Linux kernel commit 3dc92c311498 ("kexec: add Kexec HandOver (KHO)
+    # generation helpers") (in v6.16).
     for path in (("preserved_mem_map",), ("ser", "preserved_mem_map")):
         obj = kout
         try:
@@ -340,7 +344,8 @@ def _v1_first_chunk(kout: drgn.Object) -> Optional[drgn.Object]:
 
 
 def read_outgoing_v1(prog: Program, kout: Optional[drgn.Object] = None) -> PreservedReport:
-    """Decode a kho-v1 kernel's serialized preserved memory (6.16 until the radix tree).
+    """Decode a kho-v1 kernel's serialized preserved memory (v6.16 until the radix tree
+    of Linux kernel commit 3f2ad90060f6, in v7.1).
 
     ``kho_mem_serialize()`` builds the ``struct khoser_mem_chunk`` list only
     at finalize; before that, preservations live in xarrays that are not read.

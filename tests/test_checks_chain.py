@@ -197,6 +197,11 @@ def test_boot_allocations_skip() -> None:
     assert judge("boot-allocations-in-scratch", cur, prev, replace(
         log, window=replace(log.window, closed=False))).reason.endswith(
         "(the log stops inside the window)")
+    # A log recorded without memblock=debug has a window but no allocation: a skip,
+    # never a pass over nothing.
+    quiet = replace(log, allocations=())
+    result = judge("boot-allocations-in-scratch", cur, prev, quiet)
+    assert result.status == "skip" and "no memblock=debug lines" in result.reason
 
 
 # --- memblock-sane ---------------------------------------------------------------------

@@ -10,25 +10,23 @@ renderers together.
 Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage.
 """
 
-import functools
 import logging
 import sys
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import click
-import drgn
 
 from kho_inspect import __version__
+from kho_inspect.cli.errors import cli_message
+from kho_inspect.cli.session import Session, output_options, pass_session
 from kho_inspect.errors import (
     EXIT_CANNOT_INSPECT,
     EXIT_OK,
     EXIT_USAGE,
     KhoInspectError,
 )
-from kho_inspect.render import FORMATS
-from kho_inspect.target import TargetSpec, open_program
+from kho_inspect.target import TargetSpec
 
 __all__ = ("Session", "cli", "main", "run", "output_options", "pass_session")
 
@@ -40,45 +38,6 @@ Targets (debug info is searched in the usual places unless --vmlinux is given):
 \b
 Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage error.
 """
-
-
-@dataclass
-class Session:
-    """Per-invocation state: the target and, once opened, its program.
-
-    Tests and batch runners pass a ready ``program`` (for example a synthetic
-    kernel) as click's ``obj``.
-    """
-
-    spec: TargetSpec = field(default_factory=TargetSpec)
-    debug: bool = False
-    program_: Optional[drgn.Program] = None
-
-    def program(self) -> drgn.Program:
-        if self.program_ is None:
-            self.program_ = open_program(self.spec)
-        return self.program_
-
-
-pass_session = click.make_pass_decorator(Session, ensure=True)
-
-
-def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--format text|markdown|json`` and its short form ``--json``.
-
-    The wrapped command receives a single ``fmt`` argument.
-    """
-
-    @click.option("--format", "fmt_", type=click.Choice(FORMATS), default=None,
-                  help="Output format (default text).")
-    @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
-    @functools.wraps(func)
-    def wrapper(*args: Any, fmt_: Optional[str], as_json: bool, **kwargs: Any) -> Any:
-        if as_json and fmt_ not in (None, "json"):
-            raise click.UsageError("--json conflicts with --format " + str(fmt_))
-        return func(*args, fmt="json" if as_json else (fmt_ or "text"), **kwargs)
-
-    return wrapper
 
 
 @click.group(epilog=MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,11 +61,17 @@ def cli(ctx: click.Context, core: Optional[str], qemu: Optional[str],
 
 
 def _register() -> None:
+    from kho_inspect.cli.bootlog import bootlog
+    from kho_inspect.cli.check import check
+    from kho_inspect.cli.diff import diff
+    from kho_inspect.cli.hugetlb import hugetlb
     from kho_inspect.cli.kho import kho
     from kho_inspect.cli.lab import lab
     from kho_inspect.cli.memblock import memblock
+    from kho_inspect.cli.report import report
+    from kho_inspect.cli.snapshot import snapshot
 
-    for command in (memblock, kho, lab):
+    for command in (memblock, kho, hugetlb, snapshot, check, bootlog, report, diff, lab):
         cli.add_command(command)
 
 
@@ -125,7 +90,7 @@ def run(argv: Optional[Sequence[str]] = None, obj: Optional[Session] = None) -> 
     except KhoInspectError as e:
         if _wants_debug(args, obj):
             traceback.print_exc()
-        click.echo(f"kho-inspect: error: {e}", err=True)
+        click.echo(f"kho-inspect: error: {cli_message(e)}", err=True)
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code

@@ -30,6 +30,5 @@ def status(session: Session, fmt: str) -> None:
     prog = session.program()
     st = kho_status(prog)
     act = diagnose(prog)  # on, and if not, why: docs/kernel/kho.md#scratch-reservation
-    out = sections(st)
     emit(fmt, {**st.to_json(), "activation": act.to_json()},
-         lambda: out[:1] + activation_view.sections(act) + out[1:])
+         lambda: [*sections(st)[:1], *activation_view.sections(act), *sections(st)[1:]])

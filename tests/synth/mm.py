@@ -7,8 +7,9 @@ globals, placed into a synthetic kernel built with the methods of
 
 * the scratch array ``kho_scratch``/``kho_scratch_cnt`` (or any other
   spelling, e.g. ``kho_bootmem``), :func:`add_scratch`;
-* NUMA nodes: ``node_states``, ``nr_node_ids``, ``node_data[]`` with one
-  populated zone per node (``present_pages``, ``cma_pages``, ``vm_stat``,
+* NUMA nodes: ``node_states``, ``nr_node_ids``, ``node_data[]`` (with
+  ``node_start_pfn``/``node_spanned_pages``) with one populated zone per node
+  (``present_pages``, ``cma_pages``, ``vm_stat``,
   ``free_area[order].free_list[migratetype]``), ``_totalram_pages``;
 * SPARSEMEM: ``mem_section`` (SPARSEMEM_EXTREME roots) with a
   ``mem_section_usage`` per present section whose ``pageblock_flags`` hold
@@ -133,10 +134,12 @@ def mm_types(kernel: SynthKernel, scratch_tag: str = "kho_scratch") -> Dict[str,
         TypeMember(ul, "zone_start_pfn", 192), TypeMember(ul, "spanned_pages", 256),
         TypeMember(prog.array_type(atomic_long, 10), "vm_stat", 320),
         TypeMember(prog.array_type(free_area, MAX_PAGE_ORDER + 1), "free_area", 960)))
-    pgdat = prog.struct_type("pglist_data", 4 * 1264 + 24, (
+    pgdat = prog.struct_type("pglist_data", 4 * 1264 + 32, (
         TypeMember(prog.array_type(zone, 4), "node_zones", 0),
         TypeMember(int_, "nr_zones", 4 * 1264 * 8), TypeMember(int_, "node_id", (4 * 1264 + 4) * 8),
-        TypeMember(ul, "node_present_pages", (4 * 1264 + 8) * 8)))
+        TypeMember(ul, "node_present_pages", (4 * 1264 + 8) * 8),
+        TypeMember(ul, "node_start_pfn", (4 * 1264 + 16) * 8),
+        TypeMember(ul, "node_spanned_pages", (4 * 1264 + 24) * 8)))
     usage = prog.struct_type("mem_section_usage", USAGE_FLAGS_OFFSET, (
         TypeMember(prog.struct_type("callback_head", 16, ()), "rcu", 0),
         TypeMember(prog.array_type(ul, 1), "subsection_map", 128),
@@ -304,7 +307,8 @@ def _add_nodes(kernel: SynthKernel, types: Mapping[str, Type], spec: MmSpec,
         for head in range((MAX_PAGE_ORDER + 1) * 6):  # zone_init_free_lists()
             off = offsetof(zone_t, "free_area") + (head // 6) * 104 + (head % 6) * 16
             struct.pack_into("<QQ", buf, off, DIRECT_MAP + zone + off, DIRECT_MAP + zone + off)
-        struct.pack_into("<iiQ", buf, offsetof(pgdat_t, "nr_zones"), 1, nid, pages)
+        struct.pack_into("<iiQQQ", buf, offsetof(pgdat_t, "nr_zones"), 1, nid, pages,
+                         start >> PAGE_SHIFT, pages)
         kernel.write_phys(phys, bytes(buf))
         layout.zones[nid] = DIRECT_MAP + zone
         pointers.append(DIRECT_MAP + phys)

@@ -1,0 +1,433 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""
+hugetlb gigantic pages
+----------------------
+
+The ``kho_inspect.hugetlb`` module finds every gigantic hugetlb page of a
+kernel (an order above ``MAX_PAGE_ORDER``: 1 GiB on x86_64) with its physical
+range, node, origin and state, the hugetlb CMA areas (``hugetlb_cma=``) and
+the counters of every ``struct hstate`` (docs/kernel/hugetlb.md).
+
+* Pages are the folios on each gigantic hstate's ``hugepage_freelists[nid]``
+  (free, on node ``nid``) and ``hugepage_activelist`` (in use), linked
+  through ``folio->lru`` (mm/hugetlb.c:1240-1250, :2890). Each list is
+  walked with one ``u64`` read per folio for the link and one for
+  ``folio->private``, never one drgn object per folio, and never further
+  than the hstate's ``nr_huge_pages`` allows.
+* ``folio->private`` holds the ``enum hugetlb_page_flags`` bits
+  (include/linux/hugetlb.h:583-592), named from debug info. ``HPG_cma``
+  marks a folio from a hugetlb CMA area; it was added by Linux kernel
+  commit (hash not found) "mm/hugetlb: enable bootmem allocation from CMA
+  areas" (in v6.15). Before it, the kernel told CMA folios by their address
+  (``cma_free_folio(hugetlb_cma[nid], folio)``), and so does this module.
+* A boot-time folio carries no mark of its own: ``gather_bootmem_prealloc_node()``
+  (mm/hugetlb.c:3296-3348) gives it the same ``init_new_hugetlb_folio()`` as
+  a runtime one and gives its pages back to the zone's managed count. So the
+  origin comes from outside the folio: memblock where the kernel keeps it
+  (``memblock.reserved`` regions flagged ``RSRV_HUGETLB``, by name), else a
+  ``memblock=debug`` kernel log that starts at boot (the
+  ``memblock_alloc_hugetlb`` reservations), else it is ``"unknown"``.
+* ``hugetlb_cma[MAX_NUMNODES]`` (mm/hugetlb_cma.c:20, static) holds one
+  ``struct cma *`` per node.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import drgn
+from drgn import Object, Program, offsetof, sizeof
+from drgn.helpers.linux.hugetlb import for_each_hstate
+from drgn.helpers.linux.mm import pfn_to_page
+from drgn.helpers.linux.mmzone import for_each_online_pgdat
+from drgn.helpers.linux.nodemask import for_each_node_state
+
+from kho_inspect.bootlog import parse_bootlog
+from kho_inspect.diagnosis import _cma_ranges
+from kho_inspect.errors import KhoInspectError, MemoryReadError, NotInKernelError
+from kho_inspect.memblock import memblock_flag_table, read_memblock
+from kho_inspect.model.bootlog import BootLog
+from kho_inspect.model.hugetlb import (
+    CmaArea,
+    HstateNode,
+    HstateSummary,
+    HugePage,
+    HugetlbReport,
+)
+from kho_inspect.pageblock import _max_page_order
+from kho_inspect.printk import read_kernel_log
+from kho_inspect.ranges import Range, RangeSet
+from kho_inspect.target import byteorder, find_variable
+
+__all__ = ("read_hugetlb", "boot_allocations")
+
+RSRV_HUGETLB = "RSRV_HUGETLB"
+"""The memblock flag of boot-time gigantic pages (Linux 7.3, by name)."""
+
+HPG_PREFIX = "HPG_"
+HPG_CMA = "HPG_cma"
+
+BOOTMEM_CALLERS = ("alloc_bootmem", "__alloc_bootmem_huge_page", "alloc_bootmem_huge_page")
+"""Who asked memblock for a boot-time gigantic page before ``memblock_alloc_hugetlb()``
+existed (``memblock_alloc_try_nid_raw()``/``memblock_alloc_exact_nid_raw()``)."""
+
+_READ_ERRORS = (LookupError, drgn.FaultError, drgn.ObjectAbsentError, ValueError)
+
+
+# --- boot pages: memblock or the boot log ------------------------------------
+
+
+def boot_allocations(log: BootLog) -> RangeSet:
+    """The boot-time gigantic page allocations of a ``memblock=debug`` log (pure).
+
+    An allocation counts when ``memblock_alloc_hugetlb()`` made it (its request
+    or reservation line), it carries ``RSRV_HUGETLB``, or, on kernels before
+    that function, one of :data:`BOOTMEM_CALLERS` asked for it.
+    """
+    return RangeSet(a.range for a in log.allocations
+                    if a.request == "memblock_alloc_hugetlb"
+                    or a.caller == "memblock_alloc_hugetlb"
+                    or RSRV_HUGETLB in a.flags or a.caller in BOOTMEM_CALLERS)
+
+
+@dataclass
+class _BootPages:
+    """What tells boot-time pages from buddy pages on this kernel."""
+
+    ranges: Optional[RangeSet] = None
+    source: Optional[str] = None
+    why_not: List[str] = field(default_factory=list)
+
+
+def _from_memblock(prog: Program, found: _BootPages) -> None:
+    try:
+        state = read_memblock(prog)
+    except KhoInspectError as e:
+        found.why_not.append(f"memblock cannot be read ({str(e).rstrip('.')})")
+        return
+    if not state.flags.has(RSRV_HUGETLB):
+        found.why_not.append(f"this kernel's enum memblock_flags has no {RSRV_HUGETLB}")
+        return
+    found.ranges, found.source = state.reserved.ranges(RSRV_HUGETLB), "memblock"
+
+
+def _from_log(prog: Program, found: _BootPages) -> None:
+    try:
+        log = parse_bootlog(read_kernel_log(prog), memblock_flag_table(prog))
+    except (KhoInspectError, *_READ_ERRORS) as e:
+        found.why_not.append(f"the kernel log cannot be read ({e})")
+        return
+    if log.truncated:
+        found.why_not.append("the kernel log no longer starts at boot (boot with log_buf_len=)")
+    elif not log.allocations:
+        found.why_not.append("the kernel log has no memblock=debug lines")
+    else:
+        found.ranges, found.source = boot_allocations(log), "boot log"
+
+
+def _boot_pages(prog: Program) -> _BootPages:
+    found = _BootPages()
+    _from_memblock(prog, found)
+    if found.source is None:
+        _from_log(prog, found)
+    return found
+
+
+# --- the folio lists -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Folio:
+    phys: int
+    node: Optional[int]
+    state: str
+    private: int
+
+
+class _FolioLists:
+    """Walks ``struct folio`` lists linked through ``folio->lru``, one ``u64`` per link."""
+
+    def __init__(self, prog: Program) -> None:
+        self.prog = prog
+        folio = prog.type("struct folio")
+        self.lru = offsetof(folio, "lru")
+        self.private = offsetof(folio, "private")
+        self.page0 = pfn_to_page(prog, 0).value_()
+        self.page_size = sizeof(prog.type("struct page"))
+        self.page_shift = prog["PAGE_SHIFT"].value_()
+        self.notes: List[str] = []
+
+    def walk(self, head: int, limit: int, what: str) -> List[Tuple[int, int]]:
+        """``(phys, folio->private)`` of every folio on the list at ``head``."""
+        read = self.prog.read_u64
+        out: List[Tuple[int, int]] = []
+        entry = read(head)
+        while entry and entry != head:
+            if len(out) >= limit:
+                self.notes.append(f"{what} is longer than the hstate's nr_huge_pages (the "
+                                  "kernel changed while it was read); the rest is not shown.")
+                break
+            folio = entry - self.lru
+            pfn, rem = divmod(folio - self.page0, self.page_size)
+            if rem or pfn < 0:
+                self.notes.append(f"{what} links {entry:#x}, which is not in a struct page; "
+                                  "the rest of the list is not shown.")
+                break
+            out.append((pfn << self.page_shift, read(folio + self.private)))
+            entry = read(entry)
+        return out
+
+
+def _list_heads(prog: Program, array: Object) -> List[int]:
+    """The ``next`` pointer of each ``struct list_head`` of an array, in one read."""
+    count = array.type_.length or 0
+    step, word = sizeof(array.type_.type), sizeof(prog.type("void *"))
+    raw = prog.read(array.address_, step * count)
+    order = byteorder(prog)
+    return [int.from_bytes(raw[i * step:i * step + word], order)  # type: ignore[arg-type]
+            for i in range(count)]
+
+
+def _folios(prog: Program, walker: _FolioLists, h: Object, numa: bool) -> List[_Folio]:
+    name = h.name.string_().decode(errors="replace")
+    limit = h.nr_huge_pages.value_() + 1
+    freelists = h.hugepage_freelists
+    base, step = freelists.address_, sizeof(freelists.type_.type)
+    out: List[_Folio] = []
+    for nid, first in enumerate(_list_heads(prog, freelists)):
+        head = base + nid * step
+        if first in (0, head):
+            continue
+        for phys, private in walker.walk(head, limit, f"{name} hugepage_freelists[{nid}]"):
+            out.append(_Folio(phys, nid if numa else None, "free", private))
+    active = h.hugepage_activelist.address_
+    for phys, private in walker.walk(active, limit, f"{name} hugepage_activelist"):
+        out.append(_Folio(phys, None, "in use", private))
+    return out
+
+
+class _Nodes:
+    """The node of a pfn, from the spans of every online node's zones."""
+
+    def __init__(self, prog: Program) -> None:
+        self.spans: List[Tuple[int, int, int]] = []
+        for pgdat in for_each_online_pgdat(prog):
+            nid = pgdat.node_id.value_()
+            for zone in pgdat.node_zones:
+                span = zone.spanned_pages.value_()
+                if span:
+                    start = zone.zone_start_pfn.value_()
+                    self.spans.append((start, start + span, nid))
+
+    def of(self, pfn: int) -> Optional[int]:
+        return next((nid for start, end, nid in self.spans if start <= pfn < end), None)
+
+
+# --- hugetlb_cma[] -------------------------------------------------------------
+
+
+def _cma_areas(prog: Program, numa: bool) -> List[CmaArea]:
+    try:
+        _, table = find_variable(prog, ("hugetlb_cma",), "hugetlb_cma.c")
+    except LookupError:  # no CONFIG_CMA, or a kernel without hugetlb CMA
+        return []
+    page_shift = prog["PAGE_SHIFT"].value_()
+    areas = []
+    try:
+        for nid, pointer in enumerate(table.value_()):
+            if not pointer:
+                continue
+            cma = Object(prog, table.type_.type, pointer)
+            name = cma.name.string_().decode(errors="replace")
+            areas += [CmaArea(r.base, r.size, nid if numa else None, name)
+                      for r in _cma_ranges(cma, page_shift)]
+    except drgn.FaultError as e:
+        raise MemoryReadError(f"hugetlb_cma[] cannot be read ({e.message})") from e
+    return areas
+
+
+# --- origins ---------------------------------------------------------------------
+
+
+def _hpg_names(prog: Program) -> Dict[int, str]:
+    """Bit number -> name of ``enum hugetlb_page_flags`` (empty if absent)."""
+    try:
+        enum = prog.type("enum hugetlb_page_flags")
+    except LookupError:
+        return {}
+    return {e.value: e.name for e in enum.enumerators or ()
+            if e.name.startswith(HPG_PREFIX)}
+
+
+def _flag_names(private: int, names: Dict[int, str]) -> Tuple[str, ...]:
+    bits = [b for b in range(private.bit_length()) if private >> b & 1]
+    return tuple(names[b][len(HPG_PREFIX):] if b in names else hex(1 << b) for b in bits)
+
+
+@dataclass
+class _Origins:
+    """Decides each folio's origin; collects what looked wrong."""
+
+    cma_bit: Optional[int]
+    cma: RangeSet
+    boot: _BootPages
+    notes: List[str] = field(default_factory=list)
+
+    def of(self, folio: _Folio, size: int) -> Tuple[str, Optional[str]]:
+        rng = Range(folio.phys, size)
+        if self.cma_bit is not None:
+            if folio.private >> self.cma_bit & 1:
+                if not self.cma.covers(rng):
+                    self.notes.append(f"The {HPG_CMA} folio {rng} lies outside every "
+                                      "hugetlb_cma area.")
+                return "cma", HPG_CMA
+            if self.cma.overlaps(rng):
+                self.notes.append(f"The folio {rng} lies in a hugetlb_cma area without "
+                                  f"{HPG_CMA}.")
+        elif self.cma.covers(rng):
+            return "cma", "hugetlb_cma area"
+        ranges = self.boot.ranges
+        if ranges is None:
+            return "unknown", None
+        if ranges.covers(rng):
+            return "boot", self.boot.source
+        if ranges.overlaps(rng):
+            self.notes.append(f"The folio {rng} only partly lies in boot-time gigantic "
+                              f"allocations ({self.boot.source}).")
+        return "buddy", self.boot.source
+
+
+def _origin_notes(pages: Sequence[HugePage], boot: _BootPages) -> List[str]:
+    unknown = [p for p in pages if p.origin == "unknown"]
+    notes = []
+    if unknown:
+        notes.append(
+            f"{len(unknown)} gigantic pages have origin unknown: a boot-time folio carries no "
+            "mark of its own after boot (mm/hugetlb.c:3296-3348), and "
+            + "; ".join(boot.why_not) + ". Boot with memblock=debug log_buf_len=8M to tell "
+            "them apart on a kernel that discards memblock.")
+    elif boot.source == "memblock" and any(p.origin == "boot" for p in pages):
+        notes.append("Boot-time pages are the folios inside memblock.reserved RSRV_HUGETLB "
+                     "regions; memblock keeps such a region after the page is freed, so a "
+                     "runtime page allocated there later would show as boot-time too.")
+    elif boot.source == "boot log":
+        notes.append("Boot-time pages are the folios inside the memblock_alloc_hugetlb "
+                     "reservations of the memblock=debug kernel log (memblock was discarded "
+                     "after boot).")
+    return notes
+
+
+# --- hstates ---------------------------------------------------------------------
+
+
+def _node_counters(h: Object, nodes: Iterable[int]) -> Tuple[HstateNode, ...]:
+    nr = h.nr_huge_pages_node.value_()
+    free = h.free_huge_pages_node.value_()
+    surplus = h.surplus_huge_pages_node.value_()
+    return tuple(HstateNode(nid, nr[nid], free[nid], surplus[nid]) for nid in nodes)
+
+
+def _summary(h: Object, size: int, gigantic: bool, nodes: Sequence[int]) -> HstateSummary:
+    return HstateSummary(
+        name=h.name.string_().decode(errors="replace"),
+        size=size,
+        order=h.order.value_(),
+        nr_huge_pages=h.nr_huge_pages.value_(),
+        free_huge_pages=h.free_huge_pages.value_(),
+        surplus_huge_pages=h.surplus_huge_pages.value_(),
+        gigantic=gigantic,
+        resv_huge_pages=h.resv_huge_pages.value_(),
+        nodes=_node_counters(h, nodes),
+    )
+
+
+def _count_notes(summary: HstateSummary, pages: Sequence[HugePage]) -> List[str]:
+    free = sum(1 for p in pages if p.state == "free")
+    if (len(pages), free) == (summary.nr_huge_pages, summary.free_huge_pages):
+        return []
+    return [f"{summary.name}: {len(pages)} folios on its lists ({free} free), but "
+            f"nr_huge_pages is {summary.nr_huge_pages} ({summary.free_huge_pages} free): "
+            "folios being allocated, freed, migrated or isolated are on no list, and a "
+            "running kernel may have changed while it was read."]
+
+
+def _hstates(prog: Program) -> List[Object]:
+    hstates = list(for_each_hstate(prog))
+    if not hstates:
+        try:
+            prog["hstates"]
+        except LookupError as e:
+            raise NotInKernelError("This kernel has no hugetlb pages (no hstates: "
+                                   "CONFIG_HUGETLBFS is not set)", name="hstates") from e
+    return hstates
+
+
+def _numa(hstates: Sequence[Object]) -> bool:
+    # MAX_NUMNODES is 1 << CONFIG_NODES_SHIFT with NUMA, where NODES_SHIFT is at
+    # least 1, and 1 without (include/linux/nodemask_types.h:7-13).
+    return bool(hstates) and (hstates[0].hugepage_freelists.type_.length or 0) > 1
+
+
+def _memory_nodes(prog: Program, numa: bool) -> List[int]:
+    if not numa:
+        return []
+    try:
+        return list(for_each_node_state(prog, prog["N_MEMORY"]))
+    except LookupError:
+        return []
+
+
+def read_hugetlb(prog: Program) -> HugetlbReport:
+    """Every gigantic hugetlb page, the hugetlb CMA areas and every hstate of ``prog``.
+
+    :raises NotInKernelError: the kernel has no hugetlb.
+    :raises MemoryReadError: the hstates or ``hugetlb_cma[]`` cannot be read.
+    """
+    hstates = _hstates(prog)
+    try:
+        return _read(prog, hstates)
+    except drgn.FaultError as e:
+        raise MemoryReadError(f"The hugetlb state cannot be read ({e.message})") from e
+
+
+def _read(prog: Program, hstates: Sequence[Object]) -> HugetlbReport:
+    page_shift = prog["PAGE_SHIFT"].value_()
+    max_order = _max_page_order(prog)
+    numa = _numa(hstates)
+    nodes = _memory_nodes(prog, numa)
+    names = _hpg_names(prog)
+    cma_areas = _cma_areas(prog, numa)
+    walker = _FolioLists(prog)
+    found: List[Tuple[Object, HstateSummary, List[_Folio]]] = []
+    for h in hstates:
+        order = h.order.value_()
+        gigantic = order > max_order
+        summary = _summary(h, 1 << (order + page_shift), gigantic, nodes)
+        found.append((h, summary, _folios(prog, walker, h, numa) if gigantic else []))
+    node_of = _Nodes(prog) if numa and any(f.node is None for *_, fs in found for f in fs) \
+        else None
+    cma_bit = next((b for b, n in names.items() if n == HPG_CMA), None)
+    needs_boot = any(cma_bit is None or not f.private >> cma_bit & 1
+                     for *_, fs in found for f in fs)
+    origins = _Origins(cma_bit, RangeSet(a.range for a in cma_areas),
+                       _boot_pages(prog) if needs_boot else _BootPages())
+    pages: List[HugePage] = []
+    notes: List[str] = []
+    for _, summary, folios in found:
+        mine = []
+        for f in folios:
+            node = f.node if f.node is not None or node_of is None else \
+                node_of.of(f.phys >> page_shift)
+            origin, source = origins.of(f, summary.size)
+            mine.append(HugePage(f.phys, summary.size, node, origin, f.state, summary.name,
+                                 _flag_names(f.private, names), source))
+        if summary.gigantic:
+            notes += _count_notes(summary, mine)
+        pages += mine
+    pages.sort(key=lambda p: p.phys)
+    notes += walker.notes + origins.notes + _origin_notes(pages, origins.boot)
+    if not names:
+        notes.append("The debug info has no enum hugetlb_page_flags: hugetlb CMA folios are "
+                     "told by their address in the hugetlb_cma areas.")
+    return HugetlbReport(pages=tuple(pages), cma_areas=tuple(cma_areas),
+                         hstates=tuple(s for _, s, _ in found), notes=tuple(notes),
+                         boot_source=origins.boot.source)

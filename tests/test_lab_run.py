@@ -10,6 +10,7 @@ import pytest
 from kho_inspect.errors import LabError
 from kho_inspect.lab.commands import (
     BATCH_MODULE,
+    BEFORE_KEXEC_COMMANDS,
     DEFAULT_COMMANDS,
     KHO_BOOT_COMMANDS,
     batch_argv,
@@ -44,7 +45,12 @@ def test_stage_commands_default_lists():
     opts = _opts(hops=2)
     assert stage_commands(opts, "n0").inspect == DEFAULT_COMMANDS
     assert stage_commands(opts, "n1").inspect == DEFAULT_COMMANDS + KHO_BOOT_COMMANDS
-    assert all(stage_commands(opts, s).before_kexec == () for s in ("n0", "n1", "n2"))
+    # The snapshot is taken before every kexec; the last stage does not kexec.
+    assert [stage_commands(opts, s).before_kexec for s in ("n0", "n1", "n2")] == [
+        BEFORE_KEXEC_COMMANDS, BEFORE_KEXEC_COMMANDS, ()]
+    assert any(c.startswith("snapshot -o {stage_dir}/") for c in BEFORE_KEXEC_COMMANDS)
+    assert any(c.startswith("check --previous {previous_dir}/snapshot.json")
+               for c in KHO_BOOT_COMMANDS)
 
 
 def test_before_kexec_hook_runs_in_every_stage_that_kexecs():

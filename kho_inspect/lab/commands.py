@@ -51,16 +51,20 @@ DEFAULT_COMMANDS: Tuple[str, ...] = (
     "kho scratch --json",
     "kho preserved --json",
     "kho fdt --json",
+    "hugetlb --json",
+    "bootlog --dmesg --json",
 )
 # Commands run only in a kernel that was KHO-booted (n1, n2, ...): the sources valid
 # in kernel N+1, and anything that compares with the stage before ({previous_dir}).
 KHO_BOOT_COMMANDS: Tuple[str, ...] = (
     "kho preserved --from reserved --json",
     "kho preserved --from pages --json",
+    "check --previous {previous_dir}/snapshot.json --dmesg --json",
 )
 # Commands run in the guest as the last thing before ``kexec -e`` (after ``kexec -l``),
 # in every stage that kexecs; their outputs go to ``nK/before-kexec/``.
-BEFORE_KEXEC_COMMANDS: Tuple[str, ...] = ()
+# The snapshot the next stage's ``check --previous`` reads: taken as late as possible.
+BEFORE_KEXEC_COMMANDS: Tuple[str, ...] = ("snapshot -o {stage_dir}/snapshot.json",)
 BATCH_MODULE = "kho_inspect.cli.batch"
 PLACEHOLDERS = ("out", "stage", "stage_dir", "previous", "previous_dir")
 # Output options (and whether they take a value) left out of a command's file name.

@@ -33,8 +33,9 @@ def _free_list_offset(prog: Program) -> int:
     try:
         return offsetof(page, "buddy_list")
     except LookupError:
-        # Before Linux kernel commit "mm/page_alloc: add page->buddy_list and
-        # page->pcp_list", free pages were linked through page->lru.
+        # Before Linux kernel commit bf75f200569d ("mm/page_alloc: add
+        # page->buddy_list and page->pcp_list") (release not verified; posted
+        # June 2022), free pages were linked through page->lru.
         return offsetof(page, "lru")
 
 

@@ -16,8 +16,11 @@ The blobs known to Linux 7.3 (include/linux/kho/abi/):
 * the root FDT (``compatible = "kho-v4"``; any ``kho-vN`` is accepted and its
   version reported): ``preserved-memory-map`` (u64 phys of the radix tree
   root) and one subnode per ``kho_add_subtree()`` with ``preserved-data`` (u64
-  phys) and ``blob-size`` (u64; since kho-v3). kho-v1 subnodes carried the
-  sub-FDT address in a property named ``fdt`` instead;
+  phys) and ``blob-size`` (u64; since kho-v3, Linux kernel commit
+  85e41392820f ("kho: persist blob size in KHO FDT") (in v7.1)). kho-v1
+  subnodes carried the sub-FDT address in a property named ``fdt`` instead,
+  until Linux kernel commit 3f2ad90060f6 ("kho: adopt radix tree for preserved
+  memory tracking") (in v7.1); see docs/kernel/kho.md#abi-versions;
 * ``kexec-metadata``: a packed ``struct kho_kexec_metadata``;
 * ``memblock``: the ``reserve_mem=`` FDT (``memblock-v1`` with
   ``reserve-mem-v1`` children);
@@ -92,7 +95,8 @@ KHO_ROOT_COMPATIBLE_RE = re.compile(r"kho-v(\d+)\Z")
 PROP_MEMORY_MAP = "preserved-memory-map"
 PROP_SUB_DATA = "preserved-data"
 PROP_SUB_SIZE = "blob-size"
-# kho-v1 (6.16 until "kho: adopt radix tree for preserved memory tracking").
+# kho-v1: v6.16 until Linux kernel commit 3f2ad90060f6 ("kho: adopt radix tree
+# for preserved memory tracking") (in v7.1).
 PROP_SUB_FDT_V1 = "fdt"
 
 # include/linux/kho/abi/kexec_metadata.h
@@ -347,7 +351,8 @@ class KhoSubtree:
     """One subnode of the KHO root FDT (one ``kho_add_subtree()`` call).
 
     ``phys`` is the blob's physical address, ``size`` its ``blob-size``
-    (``None`` before kho-v3, where only FDT blobs existed and their header
+    (``None`` before kho-v3, Linux kernel commit 85e41392820f ("kho: persist
+    blob size in KHO FDT") (in v7.1), where only FDT blobs existed and their header
     gives the size). ``data_property`` says which property held the address.
     """
 

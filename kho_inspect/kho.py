@@ -9,7 +9,8 @@ The ``kho_inspect.kho`` module finds the Kexec HandOver globals of a kernel
   that the next kernel receives, ``radix_tree`` the preserved memory;
 * ``static struct kho_in kho_in``: ``phys_addr_t fdt_phys`` is the incoming
   root FDT (nonzero exactly on a KHO boot, see :func:`is_kho_boot`), and
-  since the kexec-metadata change ``previous_release`` and ``kexec_count``;
+  since Linux kernel commit 76aa46b9e404 ("kho: kexec-metadata: track
+  previous kernel chain") (in v7.1) ``previous_release`` and ``kexec_count``;
 * ``static bool kho_enable`` (``kho=``), and LUO's ``luo_global.enabled``
   (kernel/liveupdate/luo_core.c, ``liveupdate=``);
 * the scratch array ``kho_scratch[:kho_scratch_cnt]`` (:func:`find_scratch_symbols`).
@@ -64,7 +65,9 @@ LUO_SYMBOLS: Tuple[Tuple[str, str], ...] = (("luo_global", "enabled"),)
 
 SCRATCH_SYMBOLS: Tuple[Tuple[str, str], ...] = (
     ("kho_scratch", "kho_scratch_cnt"),
-    # "Rename KHO scratch to KHO boot memory" (kexec list, Pratyush Yadav).
+    # Linux kernel commit 85d3615cea17 ("kho: rename KHO scratch to KHO
+    # bootmem"), queued in the liveupdate tree for 7.4, not in a release yet
+    # (docs/kernel/history.md#scratch-rename).
     ("kho_bootmem", "kho_bootmem_cnt"),
 )
 """Known spellings of the scratch array and its count, newest last."""

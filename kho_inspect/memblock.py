@@ -17,7 +17,11 @@ Each region array is read with one ``prog.read()`` and decoded with the
 offsets and sizes of ``struct memblock_region`` from the target's debug info
 (:class:`kho_inspect.records.RecordLayout`). Flag names come from ``enum
 memblock_flags`` (:func:`memblock_flag_table`), never from values: ``0x80`` is
-``RSRV_HUGETLB`` in Linux 7.3 and ``KHO_SCRATCH_EXT`` in the v1 series.
+``RSRV_HUGETLB`` in Linux 7.3 (Linux kernel commit 7d163a75f821 ("memblock:
+make HugeTLB bootmem allocation work with KHO") (in v7.3)) and
+``KHO_SCRATCH_EXT`` in the v1 series (Message-ID
+20260429133928.850721-1-pratyush@kernel.org, patch 09/12, not merged); see
+docs/kernel/series.md.
 
 Without ``CONFIG_ARCH_KEEP_MEMBLOCK`` (x86 gets it only with
 ``CONFIG_INTEL_TDX_HOST``) the kernel stops maintaining memblock after boot:

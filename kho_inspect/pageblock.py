@@ -74,15 +74,18 @@ def _pageblock_masks(bits: Mapping[str, int]) -> Tuple[int, int, int]:
     try:
         count = bits["__NR_PAGEBLOCK_BITS"]
     except KeyError:
-        # Before Zi Yan's "make page isolation a standalone bit" series (2025),
-        # the enum ended with NR_PAGEBLOCK_BITS itself (4) and MIGRATE_ISOLATE
-        # was a migratetype value; that series added the roundup macro.
+        # Before "mm/page_isolation: make page isolation a standalone bit."
+        # (Zi Yan, v6 posting 20250530162227.715551-3-ziy@nvidia.com; mainline
+        # commit not found, docs/kernel/history.md#pageblock-isolate-bit), the
+        # enum ended with NR_PAGEBLOCK_BITS itself (4) and MIGRATE_ISOLATE was a
+        # migratetype value; that series added the roundup macro.
         count = bits["NR_PAGEBLOCK_BITS"]
     nr = 1 << (count - 1).bit_length()  # roundup_pow_of_two()
     if "PB_migrate_0" in bits:
         mt_mask = sum(1 << bits[f"PB_migrate_{i}"] for i in range(3))
     else:
-        # Older kernels name the three bits PB_migrate .. PB_migrate_end.
+        # Older kernels name the three bits PB_migrate .. PB_migrate_end (the
+        # commit of the rename was not found in the sources available).
         mt_mask = sum(1 << b for b in range(bits["PB_migrate"], bits["PB_migrate_end"] + 1))
     iso = bits.get("PB_migrate_isolate")  # only with CONFIG_MEMORY_ISOLATION
     return nr, mt_mask, 0 if iso is None else 1 << iso

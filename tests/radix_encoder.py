@@ -3,7 +3,8 @@ Independent KHO encoders (test helper)
 --------------------------------------
 
 Builds the two preserved-memory structures a kernel hands over, written from
-the ABI text in docs/kernel-notes.md (C1-C3, C7) and deliberately sharing no
+the ABI text in docs/kernel/radix.md (#constants, #node-layout, #key-encoding,
+#kho-v1-chunk-list) and deliberately sharing no
 code with :mod:`kho_inspect.radix`, so that the walker is checked against a
 second reading of the ABI:
 
@@ -71,7 +72,7 @@ class RadixTreeEncoder:
         return phys
 
     def key(self, phys: int, order: int) -> int:
-        """The key of an order-``order`` block at ``phys`` (ABI C3)."""
+        """The key of an order-``order`` block at ``phys`` (docs/kernel/radix.md#key-encoding)."""
         block = 2 ** (self.page_shift + order)
         assert phys % block == 0, "blocks are naturally aligned"
         order_bit = 2 ** (64 - self.page_shift - order)

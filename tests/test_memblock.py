@@ -33,7 +33,7 @@ MB = 1 << 20
 PREFIX = "kho-inspect: error: "
 
 # Per generation: (flags value, the names kho-inspect must print), spelled out
-# from kernel-notes A2 and section G.
+# from docs/kernel/memblock.md#flags and docs/kernel/series.md#detecting-the-generation.
 CASES: Dict[str, List[Tuple[int, List[str]]]] = {
     "7.3": [(0x0, []), (0x40, ["KHO_SCRATCH"]), (0xA0, ["RSRV_KERN", "RSRV_HUGETLB"]),
             (0x30, ["RSRV_NOINIT", "RSRV_KERN"]), (0x100, ["0x100"]),
@@ -70,7 +70,7 @@ def layout_regions(cases: Sequence[Tuple[int, List[str]]]) -> Tuple[List[RawRegi
 
 def expected(written: Sequence[RawRegion], names: Dict[int, List[str]],
              numa: bool = True) -> List[dict]:
-    # MAX_NUMNODES and NUMA_NO_NODE mean "no node" (kernel-notes A1).
+    # MAX_NUMNODES and NUMA_NO_NODE mean "no node" (docs/kernel/memblock.md#struct-layouts).
     def nid(value: int) -> Optional[int]:
         return value if numa and value not in (MAX_NUMNODES, NUMA_NO_NODE) else None
 

@@ -7,7 +7,7 @@ kernel::
     prog, layout = memblock_kernel("series-v1", memory=[RawRegion(GB, GB, 0x80, 0)])
 
 What it writes (include/linux/memblock.h, mm/memblock.c; x86_64 layouts as in
-the 7.3 DWARF, kernel-notes A1-A3):
+the 7.3 DWARF, docs/kernel/memblock.md#struct-layouts):
 
 * the types ``phys_addr_t``, ``enum memblock_flags`` (the generation's
   enumerators), ``struct memblock_region`` (``nid`` only with NUMA),
@@ -58,19 +58,21 @@ __all__ = [
     "memblock_kernel",
 ]
 
-# include/linux/memblock.h, Linux 7.3 (kernel-notes A2).
+# include/linux/memblock.h, Linux 7.3 (docs/kernel/memblock.md#flags).
 MEMBLOCK_FLAGS_73 = (
     ("MEMBLOCK_NONE", 0x0), ("MEMBLOCK_HOTPLUG", 0x1), ("MEMBLOCK_MIRROR", 0x2),
     ("MEMBLOCK_NOMAP", 0x4), ("MEMBLOCK_DRIVER_MANAGED", 0x8), ("MEMBLOCK_RSRV_NOINIT", 0x10),
     ("MEMBLOCK_RSRV_KERN", 0x20), ("MEMBLOCK_KHO_SCRATCH", 0x40),
     ("MEMBLOCK_RSRV_HUGETLB", 0x80),
 )
-# The v1 series (next-20260427 base, patch 09/12): 0x80 is KHO_SCRATCH_EXT and
+# The v1 series (20260429133928.850721-1-pratyush@kernel.org, next-20260427 base,
+# patch 09/12): 0x80 is KHO_SCRATCH_EXT and
 # RSRV_HUGETLB does not exist.
 MEMBLOCK_FLAGS_V1 = (*MEMBLOCK_FLAGS_73[:-1], ("MEMBLOCK_KHO_SCRATCH_EXT", 0x80))
-# The flag under the name agreed on in review ("UNPRESERVED sounds good to me",
-# seeds/000); no posted kernel has it yet, so its value is a guess on top of
-# 7.3. Only the name matters to kho-inspect.
+# The flag under the name KHO_UNPRESERVED, proposed in review of the series; no
+# posted kernel has it (docs/kernel/series.md#v2). The lab's patched kernel
+# (vm/patches/7.3+unpreserved) gives it the free bit 0x100, as here. Only the
+# name matters to kho-inspect.
 MEMBLOCK_FLAGS_UNPRESERVED = (*MEMBLOCK_FLAGS_73, ("MEMBLOCK_KHO_UNPRESERVED", 0x100))
 
 MAX_NUMNODES = 64
@@ -166,7 +168,10 @@ class MemblockLayout:
 
 
 def memblock_types(prog: Program, gen: Generation) -> Dict[str, Type]:
-    """The memblock types of ``gen`` (x86_64/s390x offsets, kernel-notes A1)."""
+    """The memblock types of ``gen`` (x86_64/s390x offsets).
+
+    See docs/kernel/memblock.md#struct-layouts.
+    """
     u64 = prog.int_type("unsigned long long", 8, False)
     ulong = prog.int_type("unsigned long", 8, False)
     int_ = prog.int_type("int", 4, True)
@@ -178,7 +183,8 @@ def memblock_types(prog: Program, gen: Generation) -> Dict[str, Type]:
                       TypeMember(flags, "flags", 128)]
     if gen.numa:
         region_members.append(TypeMember(int_, "nid", 160))
-    # 24 bytes with or without nid: the padding after flags (kernel-notes A1).
+    # 24 bytes with or without nid: the padding after flags
+    # (docs/kernel/memblock.md#struct-layouts).
     region = prog.struct_type("memblock_region", 24, region_members)
     mtype = prog.struct_type("memblock_type", 40, (
         TypeMember(ulong, "cnt", 0), TypeMember(ulong, "max", 64),

@@ -161,6 +161,15 @@ def test_core_equals_guest(lab: LabRun, core: Dict[str, Path], stage: str) -> No
         lab.guest(stage, "kho-scratch")["areas"]
 
 
+@pytest.mark.parametrize("stage", STAGES[1:])
+def test_core_check_equals_guest(lab: LabRun, core: Dict[str, Path], stage: str) -> None:
+    """The host's check of the vmcore, with the snapshot the guest took before its kexec,
+    judges every rule as the guest did."""
+    from .test_check import CHECK, statuses
+
+    assert statuses(_core_json(core, stage, CHECK)) == statuses(lab.guest(stage, CHECK))
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_qemu_equals_guest(lab: LabRun, stage: str) -> None:
     guest, host = lab.guest(stage, "memblock"), lab.host(stage, "memblock")

@@ -23,10 +23,12 @@ the counters of every ``struct hstate`` (docs/kernel/hugetlb.md).
 * A boot-time folio carries no mark of its own: ``gather_bootmem_prealloc_node()``
   (mm/hugetlb.c:3296-3348) gives it the same ``init_new_hugetlb_folio()`` as
   a runtime one and gives its pages back to the zone's managed count. So the
-  origin comes from outside the folio: memblock where the kernel keeps it
-  (``memblock.reserved`` regions flagged ``RSRV_HUGETLB``, by name), else a
-  ``memblock=debug`` kernel log that starts at boot (the
-  ``memblock_alloc_hugetlb`` reservations), else it is ``"unknown"``.
+  origin comes from outside the folio, in this order: memblock where the
+  kernel keeps it (``memblock.reserved`` regions flagged ``RSRV_HUGETLB``,
+  by name); ``hugetlb_cma=``, with which the kernel makes no boot-time page
+  outside CMA; a ``memblock=debug`` kernel log that starts at boot (the
+  ``memblock_alloc_hugetlb`` reservations); else the origin is ``"unknown"``.
+  memblock and the log are read only when a folio is not a CMA one.
 * ``hugetlb_cma[MAX_NUMNODES]`` (mm/hugetlb_cma.c:20, static) holds one
   ``struct cma *`` per node.
 """
@@ -43,7 +45,12 @@ from drgn.helpers.linux.nodemask import for_each_node_state
 
 from kho_inspect.bootlog import parse_bootlog
 from kho_inspect.diagnosis import _cma_ranges
-from kho_inspect.errors import KhoInspectError, MemoryReadError, NotInKernelError
+from kho_inspect.errors import (
+    KhoInspectError,
+    MemoryReadError,
+    NotInKernelError,
+    StaleMemblockError,
+)
 from kho_inspect.memblock import memblock_flag_table, read_memblock
 from kho_inspect.model.bootlog import BootLog
 from kho_inspect.model.hugetlb import (
@@ -101,8 +108,11 @@ class _BootPages:
 def _from_memblock(prog: Program, found: _BootPages) -> None:
     try:
         state = read_memblock(prog)
+    except StaleMemblockError:
+        found.why_not.append("memblock was not kept after boot (or cannot be trusted)")
+        return
     except KhoInspectError as e:
-        found.why_not.append(f"memblock cannot be read ({str(e).rstrip('.')})")
+        found.why_not.append(f"memblock cannot be read ({e.what.rstrip('.')})")
         return
     if not state.flags.has(RSRV_HUGETLB):
         found.why_not.append(f"this kernel's enum memblock_flags has no {RSRV_HUGETLB}")
@@ -113,8 +123,8 @@ def _from_memblock(prog: Program, found: _BootPages) -> None:
 def _from_log(prog: Program, found: _BootPages) -> None:
     try:
         log = parse_bootlog(read_kernel_log(prog), memblock_flag_table(prog))
-    except (KhoInspectError, *_READ_ERRORS) as e:
-        found.why_not.append(f"the kernel log cannot be read ({e})")
+    except (KhoInspectError, *_READ_ERRORS):
+        found.why_not.append("the kernel log cannot be read")
         return
     if log.truncated:
         found.why_not.append("the kernel log no longer starts at boot (boot with log_buf_len=)")
@@ -124,11 +134,31 @@ def _from_log(prog: Program, found: _BootPages) -> None:
         found.ranges, found.source = boot_allocations(log), "boot log"
 
 
-def _boot_pages(prog: Program) -> _BootPages:
+def _from_hugetlb_cma(prog: Program, has_areas: bool, found: _BootPages) -> None:
+    # With hugetlb_cma= reserved, hugetlb_hstate_alloc_pages() skips boot-time
+    # gigantic allocation, or makes it from CMA with hugetlb_cma_only
+    # (mm/hugetlb.c:3636-3640, mm/hugetlb_cma.c:405-411); hugetlb_cma_reserve()
+    # runs just before it (mm/mm_init.c:2633-2634) and leaves hugetlb_cma_size 0
+    # when it reserved nothing (mm/hugetlb_cma.c:380-386). The same since Linux
+    # kernel commit cf11e85fc08c ("mm: hugetlb: optionally allocate gigantic
+    # hugepages using cma") (in v5.7).
+    try:
+        size = find_variable(prog, ("hugetlb_cma_size",), "hugetlb_cma.c")[1].value_()
+    except _READ_ERRORS:
+        size = int(has_areas)
+    if size:
+        found.ranges, found.source = RangeSet(), "hugetlb_cma"
+    else:
+        found.why_not.append("no hugetlb_cma= area rules boot-time pages out")
+
+
+def _boot_pages(prog: Program, has_cma_areas: bool) -> _BootPages:
     found = _BootPages()
-    _from_memblock(prog, found)
-    if found.source is None:
-        _from_log(prog, found)
+    for reader in (_from_memblock, lambda p, f: _from_hugetlb_cma(p, has_cma_areas, f),
+                   _from_log):
+        reader(prog, found)
+        if found.source is not None:
+            break
     return found
 
 
@@ -263,28 +293,37 @@ def _flag_names(private: int, names: Dict[int, str]) -> Tuple[str, ...]:
     return tuple(names[b][len(HPG_PREFIX):] if b in names else hex(1 << b) for b in bits)
 
 
-@dataclass
 class _Origins:
-    """Decides each folio's origin; collects what looked wrong."""
+    """Decides each folio's origin; reads memblock or the log only when a
+    folio is not a CMA one, and collects what looked wrong."""
 
-    cma_bit: Optional[int]
-    cma: RangeSet
-    boot: _BootPages
-    notes: List[str] = field(default_factory=list)
+    def __init__(self, prog: Program, cma_bit: Optional[int], cma: RangeSet) -> None:
+        self.prog = prog
+        self.cma_bit = cma_bit
+        self.cma = cma
+        self.boot: Optional[_BootPages] = None
+        self.notes: List[str] = []
+
+    def _cma(self, folio: _Folio, rng: Range) -> Optional[str]:
+        if self.cma_bit is None:  # before HPG_cma: cma_free_folio() went by address
+            return "hugetlb_cma area" if self.cma.covers(rng) else None
+        if folio.private >> self.cma_bit & 1:
+            if not self.cma.covers(rng):
+                self.notes.append(f"The {HPG_CMA} folio {rng} lies outside every "
+                                  "hugetlb_cma area.")
+            return HPG_CMA
+        if self.cma.overlaps(rng):
+            self.notes.append(f"The folio {rng} lies in a hugetlb_cma area without {HPG_CMA}.")
+        return None
 
     def of(self, folio: _Folio, size: int) -> Tuple[str, Optional[str]]:
+        """``(origin, what decided it)`` of a folio of ``size`` bytes."""
         rng = Range(folio.phys, size)
-        if self.cma_bit is not None:
-            if folio.private >> self.cma_bit & 1:
-                if not self.cma.covers(rng):
-                    self.notes.append(f"The {HPG_CMA} folio {rng} lies outside every "
-                                      "hugetlb_cma area.")
-                return "cma", HPG_CMA
-            if self.cma.overlaps(rng):
-                self.notes.append(f"The folio {rng} lies in a hugetlb_cma area without "
-                                  f"{HPG_CMA}.")
-        elif self.cma.covers(rng):
-            return "cma", "hugetlb_cma area"
+        source = self._cma(folio, rng)
+        if source is not None:
+            return "cma", source
+        if self.boot is None:
+            self.boot = _boot_pages(self.prog, bool(self.cma))
         ranges = self.boot.ranges
         if ranges is None:
             return "unknown", None
@@ -296,24 +335,44 @@ class _Origins:
         return "buddy", self.boot.source
 
 
-def _origin_notes(pages: Sequence[HugePage], boot: _BootPages) -> List[str]:
-    unknown = [p for p in pages if p.origin == "unknown"]
-    notes = []
+def _orphan_notes(prog: Program, boot: Optional[_BootPages],
+                  pages: Sequence[HugePage]) -> List[str]:
+    """``RSRV_HUGETLB`` reservations that hold no gigantic folio (memblock only)."""
+    if boot is None:  # only CMA folios so far: memblock is cheap, the log is not read
+        boot = _BootPages()
+        _from_memblock(prog, boot)
+    if boot.source != "memblock" or boot.ranges is None:
+        return []
+    orphans = boot.ranges.subtract(RangeSet(p.range for p in pages))
+    if not orphans:
+        return []
+    return [f"memblock.reserved RSRV_HUGETLB holds no gigantic hugetlb folio at "
+            f"{', '.join(str(r) for r in orphans)}: freed since boot, isolated, or not yet "
+            "a folio (a dump taken during boot)."]
+
+
+def _origin_notes(pages: Sequence[HugePage], boot: Optional[_BootPages]) -> List[str]:
+    if boot is None:  # every page came from CMA
+        return []
+    unknown = sum(1 for p in pages if p.origin == "unknown")
     if unknown:
-        notes.append(
-            f"{len(unknown)} gigantic pages have origin unknown: a boot-time folio carries no "
-            "mark of its own after boot (mm/hugetlb.c:3296-3348), and "
-            + "; ".join(boot.why_not) + ". Boot with memblock=debug log_buf_len=8M to tell "
-            "them apart on a kernel that discards memblock.")
-    elif boot.source == "memblock" and any(p.origin == "boot" for p in pages):
-        notes.append("Boot-time pages are the folios inside memblock.reserved RSRV_HUGETLB "
-                     "regions; memblock keeps such a region after the page is freed, so a "
-                     "runtime page allocated there later would show as boot-time too.")
-    elif boot.source == "boot log":
-        notes.append("Boot-time pages are the folios inside the memblock_alloc_hugetlb "
-                     "reservations of the memblock=debug kernel log (memblock was discarded "
-                     "after boot).")
-    return notes
+        many = f"{unknown} gigantic pages have" if unknown > 1 else "1 gigantic page has"
+        return [f"{many} origin unknown: a boot-time folio carries no mark of its own after "
+                "boot (mm/hugetlb.c:3296-3348), and " + "; ".join(boot.why_not) + ". Boot "
+                "with memblock=debug log_buf_len=8M to tell them apart on a kernel that "
+                "discards memblock."]
+    if boot.source == "memblock" and any(p.origin == "boot" for p in pages):
+        return ["Boot-time pages are the folios inside memblock.reserved RSRV_HUGETLB "
+                "regions; memblock keeps such a region after the page is freed, so a runtime "
+                "page allocated there later would show as boot-time too."]
+    if boot.source == "boot log":
+        return ["Boot-time pages are the folios inside the memblock_alloc_hugetlb "
+                "reservations of the memblock=debug kernel log (memblock was not kept)."]
+    if boot.source == "hugetlb_cma":
+        return ["hugetlb_cma= is set, so the kernel made no boot-time gigantic page outside "
+                "CMA (mm/hugetlb.c:3636-3640): every other gigantic page came from the buddy "
+                "allocator."]
+    return []
 
 
 # --- hstates ---------------------------------------------------------------------
@@ -389,45 +448,60 @@ def read_hugetlb(prog: Program) -> HugetlbReport:
         raise MemoryReadError(f"The hugetlb state cannot be read ({e.message})") from e
 
 
-def _read(prog: Program, hstates: Sequence[Object]) -> HugetlbReport:
+@dataclass
+class _Hstate:
+    summary: HstateSummary
+    folios: List[_Folio]
+
+
+def _scan(prog: Program, hstates: Sequence[Object], numa: bool,
+          walker: _FolioLists) -> List[_Hstate]:
     page_shift = prog["PAGE_SHIFT"].value_()
     max_order = _max_page_order(prog)
-    numa = _numa(hstates)
     nodes = _memory_nodes(prog, numa)
-    names = _hpg_names(prog)
-    cma_areas = _cma_areas(prog, numa)
-    walker = _FolioLists(prog)
-    found: List[Tuple[Object, HstateSummary, List[_Folio]]] = []
+    out = []
     for h in hstates:
         order = h.order.value_()
         gigantic = order > max_order
         summary = _summary(h, 1 << (order + page_shift), gigantic, nodes)
-        found.append((h, summary, _folios(prog, walker, h, numa) if gigantic else []))
-    node_of = _Nodes(prog) if numa and any(f.node is None for *_, fs in found for f in fs) \
-        else None
+        out.append(_Hstate(summary, _folios(prog, walker, h, numa) if gigantic else []))
+    return out
+
+
+def _pages(prog: Program, scanned: Sequence[_Hstate], numa: bool, origins: _Origins,
+           names: Dict[int, str]) -> List[HugePage]:
+    page_shift = prog["PAGE_SHIFT"].value_()
+    spans: Optional[_Nodes] = None
+    pages = []
+    for hstate in scanned:
+        size, name = hstate.summary.size, hstate.summary.name
+        for f in hstate.folios:
+            node = f.node
+            if node is None and numa:  # an in-use folio: no per-node list says
+                spans = spans or _Nodes(prog)
+                node = spans.of(f.phys >> page_shift)
+            origin, source = origins.of(f, size)
+            pages.append(HugePage(f.phys, size, node, origin, f.state, name,
+                                  _flag_names(f.private, names), source))
+    return sorted(pages, key=lambda p: p.phys)
+
+
+def _read(prog: Program, hstates: Sequence[Object]) -> HugetlbReport:
+    numa = _numa(hstates)
+    names = _hpg_names(prog)
+    cma_areas = _cma_areas(prog, numa)
+    walker = _FolioLists(prog)
+    scanned = _scan(prog, hstates, numa, walker)
     cma_bit = next((b for b, n in names.items() if n == HPG_CMA), None)
-    needs_boot = any(cma_bit is None or not f.private >> cma_bit & 1
-                     for *_, fs in found for f in fs)
-    origins = _Origins(cma_bit, RangeSet(a.range for a in cma_areas),
-                       _boot_pages(prog) if needs_boot else _BootPages())
-    pages: List[HugePage] = []
-    notes: List[str] = []
-    for _, summary, folios in found:
-        mine = []
-        for f in folios:
-            node = f.node if f.node is not None or node_of is None else \
-                node_of.of(f.phys >> page_shift)
-            origin, source = origins.of(f, summary.size)
-            mine.append(HugePage(f.phys, summary.size, node, origin, f.state, summary.name,
-                                 _flag_names(f.private, names), source))
-        if summary.gigantic:
-            notes += _count_notes(summary, mine)
-        pages += mine
-    pages.sort(key=lambda p: p.phys)
+    origins = _Origins(prog, cma_bit, RangeSet(a.range for a in cma_areas))
+    pages = _pages(prog, scanned, numa, origins, names)
+    notes = [n for h in scanned if h.summary.gigantic
+             for n in _count_notes(h.summary, [p for p in pages if p.hstate == h.summary.name])]
     notes += walker.notes + origins.notes + _origin_notes(pages, origins.boot)
+    notes += _orphan_notes(prog, origins.boot, pages)
     if not names:
         notes.append("The debug info has no enum hugetlb_page_flags: hugetlb CMA folios are "
                      "told by their address in the hugetlb_cma areas.")
     return HugetlbReport(pages=tuple(pages), cma_areas=tuple(cma_areas),
-                         hstates=tuple(s for _, s, _ in found), notes=tuple(notes),
-                         boot_source=origins.boot.source)
+                         hstates=tuple(h.summary for h in scanned), notes=tuple(notes),
+                         boot_source=origins.boot.source if origins.boot else None)

@@ -24,7 +24,8 @@ Origin:
            region (kernels that keep memblock) or a memblock=debug boot log
   buddy    allocated from the page allocator at run time (nr_hugepages, demotion)
   cma      from a hugetlb_cma= area (HPG_cma in the folio)
-  unknown  boot or buddy: memblock was discarded and the log has no memblock=debug
+  unknown  boot or buddy: memblock was discarded, no hugetlb_cma= rules boot pages
+           out, and the kernel log has no memblock=debug lines from boot
 State: free (hugepage_freelists[node]) or in use (hugepage_activelist).
 The hstate counters are the numbers /sys/kernel/mm/hugepages/*/ shows.
 Real output: docs/examples/hugetlb.txt.

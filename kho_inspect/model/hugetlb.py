@@ -35,11 +35,11 @@ __all__ = ("ORIGINS", "STATES", "ORIGIN_SOURCES", "HugePage", "HstateNode", "Hst
 
 ORIGINS = ("boot", "buddy", "cma", "unknown")
 STATES = ("free", "in use")
-ORIGIN_SOURCES = ("HPG_cma", "hugetlb_cma area", "memblock", "boot log")
+ORIGIN_SOURCES = ("HPG_cma", "hugetlb_cma area", "memblock", "hugetlb_cma", "boot log")
 """What decided an origin (``HugePage.origin_from``): the folio's ``HPG_cma``
 bit, its address in a ``hugetlb_cma[]`` area (kernels without ``HPG_cma``),
-``memblock.reserved``'s ``RSRV_HUGETLB`` regions, or the ``memblock=debug``
-kernel log."""
+``memblock.reserved``'s ``RSRV_HUGETLB`` regions, ``hugetlb_cma=`` (which
+rules out boot-time pages outside CMA), or the ``memblock=debug`` kernel log."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,8 @@ class HugetlbReport(JsonModel):
     :param hstates: every hstate, gigantic or not.
     :param notes: what could not be read or decided.
     :param boot_source: what told boot pages from buddy pages: ``"memblock"``,
-        ``"boot log"``, or ``None`` (nothing could: those pages are
-        ``"unknown"``).
+        ``"hugetlb_cma"``, ``"boot log"``, or ``None`` (nothing had to, or
+        nothing could: those pages are ``"unknown"``).
     """
 
     pages: Tuple[HugePage, ...] = ()

@@ -16,7 +16,8 @@ already has :func:`synth.mm.add_mm`'s state (the struct page array at
   (``HPG_freed`` on a free folio, ``HPG_cma`` on a CMA one);
 * ``enum hugetlb_page_flags`` (with ``HPG_cma`` since v6.15, without before);
 * ``struct cma`` (``ranges[]``/``nranges`` since v6.15, ``base_pfn``/``count``
-  before) and ``static struct cma *hugetlb_cma[MAX_NUMNODES]``.
+  before), ``static struct cma *hugetlb_cma[MAX_NUMNODES]`` and
+  ``hugetlb_cma_size`` (what ``hugetlb_cma_reserve()`` reserved in total).
 
 Counters are what the folios add up to unless :class:`HugetlbSpec` says
 otherwise, so a test compares the reader's output with :class:`HugetlbLayout`.
@@ -55,6 +56,9 @@ HPG_FLAGS_OLD = (*HPG_FLAGS[:6], ("__NR_HPAGEFLAGS", 6))
 class HugeFolio:
     """One hugetlb folio as the bench places it.
 
+    :param state: ``"free"``, ``"in use"``, or ``"gone"``: freed back to the
+        page allocator since boot (on no list, counted nowhere; a boot page
+        keeps its memblock reservation and log lines).
     :param hstate: index into :attr:`HugetlbSpec.hstates`.
     :param origin: what the reader should find (``boot``, ``buddy``, ``cma``);
         ``boot`` pages get memblock reservations / log lines from the helpers.
@@ -189,7 +193,7 @@ def _link(layout: MmLayout, head: int, folios: Sequence[HugeFolio]) -> Tuple[int
 def _hstate_values(spec: HugetlbSpec, layout: MmLayout, index: int, address: int,
                    numnodes: int) -> Dict[str, object]:
     name, order = spec.hstates[index]
-    mine = [f for f in spec.folios if f.hstate == index]
+    mine = [f for f in spec.folios if f.hstate == index and f.state != "gone"]
     values: Dict[str, object] = {"order": order, "name": name.encode()}
     nodes = [spec.node_of(f.phys) or 0 for f in mine]
     free = [f for f in mine if f.state == "free"]
@@ -252,6 +256,9 @@ def _add_cma(kernel: SynthKernel, spec: HugetlbSpec, types: Mapping[str, Type],
         node = area.node if spec.nodes is not None else None
         out.expected_cma += [{"base": b, "size": s, "node": node, "name": area.name}
                              for b, s in area.ranges]
+    total = sum(size for area in spec.cma for _, size in area.ranges)
+    kernel.add_variable("hugetlb_cma_size", prog.int_type("unsigned long", 8, False),
+                        _u64(total))
     out.cma = kernel.add_variable("hugetlb_cma", prog.array_type(prog.pointer_type(cma_t),
                                                                  numnodes),
                                   b"".join(map(_u64, pointers)))
@@ -271,13 +278,14 @@ def add_hugetlb(kernel: SynthKernel, layout: MmLayout, spec: HugetlbSpec) -> Hug
                     for i in range(len(spec.hstates)))
     kernel.write_variable("hstates", data)
     out = HugetlbLayout(address, 0)
-    for f in spec.folios:
+    live = [f for f in spec.folios if f.state != "gone"]
+    for f in live:
         layout.vmemmap.write((f.phys >> PAGE_SHIFT) * STRUCT_PAGE_SIZE + FOLIO_PRIVATE,
                              _u64(_private(spec, f)))
     out.expected_pages = sorted(({
         "phys": f.phys, "size": spec.size(f), "node": spec.node_of(f.phys),
-        "origin": f.origin, "state": "free" if f.state == "free" else "in use",
-    } for f in spec.folios if spec.hstates[f.hstate][1] > 10), key=lambda p: p["phys"])
+        "origin": f.origin, "state": f.state,
+    } for f in live if spec.hstates[f.hstate][1] > 10), key=lambda p: p["phys"])
     _add_cma(kernel, spec, types, numnodes, out)
     return out
 
@@ -298,7 +306,7 @@ def boot_reservations(spec: HugetlbSpec, generation: str = "7.3") -> List[RawReg
         nid = spec.node_of(f.phys) or 0
         out.append(RawRegion(f.phys, 4096, kern | hugetlb, nid))
         out.append(RawRegion(f.phys + 4096, spec.size(f) - 4096, kern | hugetlb | noinit, nid))
-    return out
+    return sorted(out)  # memblock keeps its regions sorted
 
 
 def boot_log(spec: HugetlbSpec, release: str = "7.3.4") -> List[str]:

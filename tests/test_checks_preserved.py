@@ -207,3 +207,37 @@ def test_reserve_mem_revived_reads_the_previous_fdt_without_an_incoming_one() ->
 def test_reserve_mem_names() -> None:
     assert reserve_mem_names('a reserve_mem=1M:4K:x "b=c d" reserve_mem=bad') == ["x"]
     assert isinstance(handover()[0].fdt_in, FdtSummary)
+
+
+# --- reserve-mem-handed-over -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("machine", ALL)
+def test_reserve_mem_handed_over_passes(machine: str) -> None:
+    cur, prev = handover(MACHINES[machine])
+    assert cur.reserve_mem and cur.fdt_out is not None and cur.fdt_out.reserve_mem
+    assert judge("reserve-mem-handed-over", cur, prev).status == "pass"
+
+
+@pytest.mark.parametrize("machine", ALL)
+def test_reserve_mem_handed_over_fails_like_the_lab_hole(machine: str) -> None:
+    # What the lab's reserve_mem=64M:4K:late on a KHO boot did to Linux 7.3: the fresh
+    # region landed in the global scratch area, kho_preserve_pages() refused it, and
+    # prepare_kho_fdt() handed over no region at all (the revived 'foo' included).
+    cur, prev = handover(MACHINES[machine])
+    late = ReserveMem("late", AREAS[1].base + 16 * MIB, 64 * MIB)
+    assert cur.fdt_out is not None
+    cur = replace(cur, reserve_mem=cur.reserve_mem + (late,),
+                  fdt_out=replace(cur.fdt_out, reserve_mem=()))
+    result = judge("reserve-mem-handed-over", cur, prev)
+    assert result.status == "fail"
+    by_owner = {}
+    for ev in result.evidence:
+        by_owner.setdefault(ev.owner, []).append(ev)
+    assert sorted(by_owner) == ["reserve_mem 'foo'", "reserve_mem 'late'"]
+    in_scratch, missing = by_owner["reserve_mem 'late'"]
+    assert in_scratch.range == Range(late.start, late.size) and in_scratch.klass == "original"
+    assert "lies in original scratch at" in in_scratch.what
+    assert "missing from the outgoing 'memblock' blob" in missing.what
+    (foo,) = by_owner["reserve_mem 'foo'"]
+    assert foo.range == Range(FOO.start, FOO.size) and foo.expected == str(foo.range)

@@ -248,6 +248,47 @@ def reserve_mem_revived(ctx: Context) -> Outcome:
     return Outcome.of(evidence, f"{len(entries)} handed-over reserve_mem regions")
 
 
+@rule(
+    "reserve-mem-handed-over",
+    "Every reserve_mem= region of this kernel lies outside the scratch areas and is in the "
+    "outgoing 'memblock' blob, so that the next kernel can revive it.",
+    "mm/memblock.c:2642-2713 (prepare_kho_fdt() preserves each region and adds the blob; on "
+    "any error it logs 'failed to prepare memblock FDT for KHO' and hands over none), "
+    "kernel/liveupdate/kexec_handover.c:1231-1235 (kho_preserve_pages() refuses scratch "
+    "memory with KEXEC_HANDOVER_DEBUG); the hole: mm/memblock.c:2863 ('TODO: Allocation "
+    "must be outside of scratch region') lets a fresh region on a KHO boot land in scratch",
+    needs=("scratch", "fdt_out"),
+    applies="kernels with KHO active and reserve_mem= regions",
+)
+def reserve_mem_handed_over(ctx: Context) -> Outcome:
+    regions = [r for r in ctx.cur.reserve_mem if r.size]
+    original = ctx.scratch().classes.original
+    out = ctx.section("fdt_out")
+    handed = {e.name: e for e in out.reserve_mem}  # type: ignore[attr-defined]
+    evidence = []
+    for region in regions:
+        rng, owner = Range(region.start, region.size), f"reserve_mem '{region.name}'"
+        inside = RangeSet([rng]) & original
+        if inside:
+            evidence.append(ctx.evidence(
+                f"{owner} at {rng} lies in original scratch at {ranges_text(list(inside))}: "
+                "it was allocated afresh while only scratch memory could be allocated, and "
+                "the next kernel allocates from scratch before it can revive it",
+                rng, owner, name=False))
+        entry = handed.get(region.name)
+        if entry is None or (entry.start, entry.size) != (region.start, region.size):
+            got = ("is missing from" if entry is None
+                   else f"is at {entry.start:#x}+{entry.size:#x} in")
+            evidence.append(ctx.evidence(
+                f"{owner} at {rng} {got} the outgoing 'memblock' blob: the next kernel will "
+                "not revive it (look for 'failed to prepare memblock FDT for KHO' in the "
+                "kernel log)", rng, owner, expected=str(rng),
+                found=None if entry is None else f"{entry.start:#x}+{entry.size:#x}",
+                name=False))
+    return Outcome.of(evidence, f"{len(regions)} reserve_mem regions against kho_scratch[] "
+                                "and the outgoing 'memblock' blob")
+
+
 def _handed_over(ctx: Context) -> Tuple[ReserveMemEntry, ...]:
     fin = ctx.cur.fdt_in
     if fin is not None:

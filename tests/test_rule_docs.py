@@ -1,0 +1,24 @@
+"""Every rule of ``check`` has its section in docs/kernel/invariants.md (its ``docs`` link)."""
+
+import re
+from pathlib import Path
+
+from kho_inspect.checks import catalogue
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "kernel" / "invariants.md"
+
+
+def _anchors(text: str) -> set:
+    # GitHub's heading slugs: lower case, punctuation dropped, spaces to hyphens.
+    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, re.M)}
+
+
+def test_every_rule_has_a_section() -> None:
+    anchors = _anchors(DOC.read_text())
+    rules = catalogue()
+    assert len(rules) >= 15
+    missing = [r.id for r in rules if r.id not in anchors]
+    assert not missing, f"docs/kernel/invariants.md lacks headings for {missing}"
+    for r in rules:
+        assert r.docs.endswith(f"invariants.md#{r.id}"), r.docs

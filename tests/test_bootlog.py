@@ -78,3 +78,63 @@ def test_classification() -> None:
 def test_json_round_trip() -> None:
     boot = classify_allocations(parse_bootlog(LOG, FLAGS_73), [])
     assert BootLog.from_json(json.loads(json.dumps(boot.to_json()))) == boot
+
+
+# --- real logs: Linux 7.3.4 in the lab, booted with memblock=debug ------------------------
+# tests/fixtures/bootlog/lab-7.3.4/: n0 (cold boot) and n1 (KHO boot) dmesg of one lab run
+# (hugepagesz=1G hugepages=2 memblock=debug log_buf_len=8M), with the same kernels'
+# debugfs memblock/{memory,reserved} and kho/out/scratch_{phys,len} as the oracle.
+
+LAB = FIXTURES / "lab-7.3.4"
+
+
+def _lab_log(stage: str) -> str:
+    import gzip
+
+    return gzip.decompress((LAB / f"{stage}-dmesg.txt.gz").read_bytes()).decode()
+
+
+def _lab_regions(stage: str, mtype: str, flag: str) -> RangeSet:
+    # debugfs lines: "   3: 0x0000000100000000..0x000000013fffffff    0 KHO_SCRATCH"
+    out = []
+    for line in (LAB / stage / mtype).read_text().splitlines():
+        span, _, names = line.split()[1:4] if len(line.split()) >= 4 else (None, None, "")
+        if span and flag in names.split("|"):
+            first, last = (int(x, 16) for x in span.split(".."))
+            out.append(Range(first, last - first + 1))
+    return RangeSet(out)
+
+
+def _lab_scratch(stage: str) -> RangeSet:
+    phys = [int(x, 16) for x in (LAB / stage / "scratch_phys").read_text().split()]
+    size = [int(x, 16) for x in (LAB / stage / "scratch_len").read_text().split()]
+    return RangeSet(Range(p, s) for p, s in zip(phys, size))
+
+
+def test_real_cold_boot_has_no_window() -> None:
+    boot = parse_bootlog(_lab_log("n0"), FLAGS_73)
+    assert boot.window is None and not boot.truncated
+    huge = RangeSet(a.range for a in boot.allocations if "RSRV_HUGETLB" in a.flags)
+    assert huge == _lab_regions("n0", "reserved", "RSV_HUGETLB")
+
+
+def test_real_kho_boot_window_pairs_and_hugetlb() -> None:
+    boot = parse_bootlog(_lab_log("n1"), FLAGS_73)
+    assert boot.window is not None and boot.window.closed and not boot.truncated
+    allocations = boot.in_window()
+    assert len(allocations) > 50 and not boot.unpaired
+    # The flags=a0 pairs are the two 1 GiB boot pages: what debugfs shows as RSV_HUGETLB.
+    huge = [a for a in boot.allocations if a.flags_value == 0xA0]
+    assert [(a.size, a.request, a.flags) for a in huge] == [
+        (GIB, "memblock_alloc_hugetlb", ("RSRV_KERN", "RSRV_HUGETLB"))] * 2
+    assert all(a.in_window for a in huge)
+    assert RangeSet(a.range for a in huge) == _lab_regions("n1", "reserved", "RSV_HUGETLB")
+    # Every allocation of the scratch-only window lies in KHO_SCRATCH memory; the 1 GiB
+    # pages lie outside the original scratch areas.
+    scratch_memory = _lab_regions("n1", "memory", "KHO_SCRATCH")
+    assert all(scratch_memory.covers(a.range) for a in allocations)
+    assert not RangeSet(a.range for a in huge).overlaps(_lab_scratch("n1"))
+    classes = [("original", _lab_scratch("n1")),
+               ("extended", scratch_memory - _lab_scratch("n1"))]
+    kinds = {a.klass for a in classify_allocations(boot, classes).in_window()}
+    assert kinds == {"original", "extended"}

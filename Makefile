@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # kho-inspect: `make test` runs everything (lint, unit, synthetic kernels, the
 # kernel lab); `make demo` runs the handover scenario on the lab kernel.
 # Both create .venv and install what they need on a fresh machine.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """``python -m kho_inspect`` runs the command line interface."""
 
 from kho_inspect.cli import main

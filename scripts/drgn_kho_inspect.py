@@ -1,4 +1,5 @@
 #!/usr/bin/env drgn
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Run a kho-inspect command inside a drgn session, on drgn's own ``prog``.
 
 For people who live in ``drgn -k`` (or ``drgn -c vmcore``): the target and its

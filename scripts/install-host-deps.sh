@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Install the Debian packages kho-inspect's build and tests need on the host.
 # Idempotent: does nothing when everything is already installed.
 #   swig, gcc, make: pylibfdt is built from its sdist by pip.

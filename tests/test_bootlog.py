@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The memblock=debug parser: pairing, window, flags by name, classification."""
 
 import json

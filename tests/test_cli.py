@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The CLI's own contract: help with examples, exit codes for usage errors."""
 
 from kho_inspect.cli import run

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Errors carry data; ``str()`` words it for a drgn prompt, the CLI with its flags."""
 
 import pytest

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Dump files: the flattened format QEMU < 8.2 writes, the header hints, file kinds and
 the size the headers describe."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """kho status and kho fdt on synthetic Linux 7.3 kernels."""
 
 import dataclasses

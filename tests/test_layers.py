@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The layers of kho_inspect: imports only point down, and nothing imports in a circle.
 
 The import graph is read from the source with :mod:`ast`: every ``import``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """kho-inspect memblock on synthetic kernels of every generation.
 
 Expectations come from what the bench (tests/synth/memblock.py) wrote and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The model: flag decoding by name, selection and totals, and lossless JSON."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Every model type reads back from its JSON: ``T.from_json(json(x.to_json())) == x``.
 
 Each type has a strategy of *valid* instances: built the way the walkers

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The operator pair for post-kexec verification: systemd units and kho-kexec.
 
 The units are checked with the real ``systemd-analyze verify`` and their

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """kho preserved: sources out, reserved, pages, snapshot, and the refusal of in."""
 
 import json

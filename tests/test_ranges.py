@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The interval algebra of kho_inspect.ranges against a brute-force oracle.
 
 Addresses live in a small universe so that every range set can also be

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Every rule of ``check`` has its section in docs/kernel/invariants.md (its ``docs`` link)."""
 
 import re

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """kho scratch: pageblock usemaps, roles, classes per kernel generation, cost accounting."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """scripts/drgn_kho_inspect.py runs kho-inspect on the ``prog`` drgn hands a script."""
 
 import json

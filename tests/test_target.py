@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Every way of failing to open a target is one sentence and exit code 2, through the CLI.
 
 Conditions a test machine cannot produce (not root, no /proc/kcore, lockdown,

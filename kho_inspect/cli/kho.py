@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """``kho-inspect kho ...``: KHO state (status, scratch, preserved memory, FDT blobs)."""
 
 import click

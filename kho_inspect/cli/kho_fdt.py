@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """``kho-inspect kho fdt``: the KHO root FDT and its sub-blobs, decoded."""
 
 from typing import Tuple

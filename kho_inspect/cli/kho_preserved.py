@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """``kho-inspect kho preserved``: the memory a kernel preserves across KHO."""
 
 from typing import Optional

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """``kho-inspect kho status``: KHO on/off, boot kind, kexec count, FDT ABI, LUO, flags."""
 
 import click

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """``kho-inspect memblock``: memblock.memory, memblock.reserved, physmem and reserve_mem=."""
 
 from typing import Optional

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Tiny ELF files for target tests: kernel and user core dumps, a vmlinux stub.
 
 Written from the ELF64 layout (little endian, x86_64), with only what drgn and

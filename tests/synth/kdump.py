@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Tiny kdump-compressed files, laid out as makedumpfile and QEMU write them.
 
 Written from makedumpfile's ``diskdump_mod.h`` (64-bit, little endian): a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """The generic synthetic kernel: a drgn Program that looks like a Linux kernel.
 
 :class:`SynthKernel` builds an ``IS_LINUX_KERNEL`` program with

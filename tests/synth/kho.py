@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """KHO blobs and KHO globals for synthetic kernels (Linux 7.3 layout).
 
 Part 1, pure (drgn not used): byte builders that write each KHO blob the way the

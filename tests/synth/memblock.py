@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """memblock in synthetic kernels, one :class:`Generation` per kernel that matters.
 
 :func:`add_memblock` lays out mm/memblock.c's state in a :class:`SynthKernel`

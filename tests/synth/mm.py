@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Memory-management state for synthetic kernels (Linux 7.3 x86_64 layout).
 
 What ``kho scratch`` and ``kho preserved`` read besides memblock and the KHO

@@ -23,3 +23,18 @@ def test_every_rule_has_a_section() -> None:
     assert not missing, f"docs/kernel/invariants.md lacks headings for {missing}"
     for r in rules:
         assert r.docs.endswith(f"invariants.md#{r.id}"), r.docs
+
+
+def test_catalogue_page_is_current() -> None:
+    """docs/checks.md is what ``check --list --format markdown`` prints (regenerate it:
+    see its first lines)."""
+    import io
+    from contextlib import redirect_stdout
+
+    from kho_inspect.cli import run
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert run(["check", "--list", "--format", "markdown"]) == 0
+    page = (DOC.parents[1] / "checks.md").read_text()
+    assert page.endswith(out.getvalue()), "docs/checks.md is stale: regenerate it"

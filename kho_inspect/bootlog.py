@@ -31,6 +31,7 @@ the target's debug info (or a snapshot), never from a table of values.
 """
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import replace
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -174,6 +175,27 @@ def parse_bootlog(text: str, flags: Optional[FlagTable] = None) -> BootLog:
     )
 
 
+class _Classes:
+    """``(name, ranges)`` pairs as sorted bounds, for lookups by bisection: a boot log
+    has tens of thousands of lines to classify, and set algebra per line is too slow."""
+
+    def __init__(self, classes: Sequence[Tuple[str, RangeSet]]) -> None:
+        self.names = [name for name, _ in classes]
+        self.bounds = [([r.base for r in ranges], [r.end for r in ranges])
+                       for _, ranges in classes]
+
+    def classify(self, rng: Range) -> str:
+        touched = []
+        for name, (starts, ends) in zip(self.names, self.bounds):
+            i = bisect_right(starts, rng.base) - 1  # the last range starting at or before
+            if i >= 0 and ends[i] >= rng.end:
+                return name  # merged ranges: one range covers it or none does
+            j = bisect_left(starts, rng.end)  # ranges starting before rng's end
+            if j > 0 and ends[j - 1] > rng.base and rng.size:
+                touched.append(name)
+        return "partly " + "+".join(touched) if touched else "other"
+
+
 def classify_range(rng: Range, classes: Sequence[Tuple[str, RangeSet]]) -> str:
     """The first class whose ranges cover ``rng``; ``partly a+b`` for a range
     that only overlaps classes; ``other`` for none.
@@ -185,13 +207,7 @@ def classify_range(rng: Range, classes: Sequence[Tuple[str, RangeSet]]) -> str:
     >>> classify_range(Range(0x4000, 1), classes)
     'other'
     """
-    touched = []
-    for name, ranges in classes:
-        if ranges.covers(rng):
-            return name
-        if ranges.overlaps(rng):
-            touched.append(name)
-    return "partly " + "+".join(touched) if touched else "other"
+    return _Classes(classes).classify(rng)
 
 
 def classify_allocations(log: BootLog, classes: Iterable[Tuple[str, RangeSet]]) -> BootLog:
@@ -200,6 +216,6 @@ def classify_allocations(log: BootLog, classes: Iterable[Tuple[str, RangeSet]]) 
     :param classes: ``(name, ranges)`` in priority order, for example
         original scratch, extended scratch, unpreserved, preserved.
     """
-    classes = list(classes)
+    lookup = _Classes(list(classes))
     return replace(log, allocations=tuple(
-        replace(a, klass=classify_range(a.range, classes)) for a in log.allocations))
+        replace(a, klass=lookup.classify(a.range)) for a in log.allocations))

@@ -139,3 +139,32 @@ def test_real_kho_boot_window_pairs_and_hugetlb() -> None:
                ("extended", scratch_memory - _lab_scratch("n1"))]
     kinds = {a.klass for a in classify_allocations(boot, classes).in_window()}
     assert kinds == {"original", "extended"}
+
+
+def _naive_class(rng: Range, classes) -> str:
+    touched = []
+    for name, ranges in classes:
+        if ranges.covers(rng):
+            return name
+        if ranges.overlaps(rng):
+            touched.append(name)
+    return "partly " + "+".join(touched) if touched else "other"
+
+
+def test_classification_equals_set_algebra() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kho_inspect.bootlog import classify_range
+
+    span = st.tuples(st.integers(0, 1 << 16), st.integers(1, 1 << 12))
+    sets = st.lists(span, max_size=8).map(lambda xs: RangeSet(Range(b, s) for b, s in xs))
+
+    @settings(max_examples=400, deadline=None)
+    @given(classes=st.lists(sets, min_size=1, max_size=3), rng=span)
+    def check(classes, rng) -> None:
+        named = [(f"c{i}", c) for i, c in enumerate(classes)]
+        r = Range(*rng)
+        assert classify_range(r, named) == _naive_class(r, named)
+
+    check()

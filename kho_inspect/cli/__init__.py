@@ -11,10 +11,11 @@ renderers together.
 Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage.
 """
 
+import importlib
 import logging
 import sys
 import traceback
-from typing import List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import click
 
@@ -41,7 +42,44 @@ Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage error.
 """
 
 
-@click.group(epilog=MAIN_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS = {
+    "memblock": "kho_inspect.cli.memblock:memblock",
+    "kho": "kho_inspect.cli.kho:kho",
+    "hugetlb": "kho_inspect.cli.hugetlb:hugetlb",
+    "snapshot": "kho_inspect.cli.snapshot:snapshot",
+    "check": "kho_inspect.cli.check:check",
+    "bootlog": "kho_inspect.cli.bootlog:bootlog",
+    "report": "kho_inspect.cli.report:report",
+    "diff": "kho_inspect.cli.diff:diff",
+    "lab": "kho_inspect.cli.lab:lab",
+}
+"""Each subcommand and where it lives, in ``--help`` order."""
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that command runs.
+
+    Importing every command (the report's SVG library, the checks, the lab)
+    would cost more than drgn's own start on a vmcore; ``check`` on a core is
+    benchmarked against that (bench/bench_check.py).
+    """
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return list(self.lazy) + [c for c in super().list_commands(ctx) if c not in self.lazy]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attr = self.lazy[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, epilog=MAIN_EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--core", metavar="PATH", help="Inspect a kernel dump (vmcore, ELF, kdump).")
 @click.option("--qemu", metavar="SOCKET", help="Inspect a running QEMU guest over QMP.")
 @click.option("--vmlinux", metavar="PATH", help="vmlinux with DWARF debug info for the target.")
@@ -61,22 +99,6 @@ def cli(ctx: click.Context, core: Optional[str], qemu: Optional[str],
     logging.getLogger("drgn").setLevel(logging.WARNING if session.debug else logging.ERROR)
 
 
-def _register() -> None:
-    from kho_inspect.cli.bootlog import bootlog
-    from kho_inspect.cli.check import check
-    from kho_inspect.cli.diff import diff
-    from kho_inspect.cli.hugetlb import hugetlb
-    from kho_inspect.cli.kho import kho
-    from kho_inspect.cli.lab import lab
-    from kho_inspect.cli.memblock import memblock
-    from kho_inspect.cli.report import report
-    from kho_inspect.cli.snapshot import snapshot
-
-    for command in (memblock, kho, hugetlb, snapshot, check, bootlog, report, diff, lab):
-        cli.add_command(command)
-
-
-_register()
 
 
 def _wants_debug(argv: Sequence[str], obj: Optional[Session]) -> bool:

@@ -35,7 +35,7 @@ from kho_inspect.diagnosis import (
     read_cma_areas,
     scratch_alignment,
 )
-from kho_inspect.errors import CorruptTreeError, InputError, KhoInspectError, MemoryReadError
+from kho_inspect.errors import CorruptTreeError, InputError, KhoInspectError
 from kho_inspect.kho_fdt import read_kho_fdt
 from kho_inspect.kho_status import kho_status
 from kho_inspect.memblock import (
@@ -49,7 +49,6 @@ from kho_inspect.model.kho import KhoStatus
 from kho_inspect.model.memblock import MemblockState
 from kho_inspect.model.snapshot import Snapshot, fdt_summary, load_snapshot_document
 from kho_inspect.preserved import read_outgoing, read_reserved
-from kho_inspect.printk import read_kernel_log
 from kho_inspect.ranges import Range
 from kho_inspect.scratch import memory_nodes, scratch_report
 from kho_inspect.target import find_variable, kernel_release
@@ -278,7 +277,7 @@ def read_snapshot(prog: Program, *, taken_from: Optional[str] = None,
     :param sections: the optional sections to read (default: all of
         :data:`SECTIONS`); the others are ``None`` with the reason "not read".
     :param log: the kernel log, if already read (``dmesg`` text); otherwise
-        the printk buffer is read for the KHO diagnosis.
+        the KHO diagnosis reads the printk buffer only when KHO is not active.
     :param strict: let unexpected errors (bugs) propagate instead of
         recording them as missing sections.
     """
@@ -290,11 +289,9 @@ def read_snapshot(prog: Program, *, taken_from: Optional[str] = None,
     r.read("status", lambda: kho_status(prog))
     state: Optional[MemblockState] = r.read("memblock", lambda: read_memblock(prog))
     memblock_note = r.missing.get("memblock")
-    if log is None and "activation" in wanted:
-        try:
-            log = read_kernel_log(prog)
-        except MemoryReadError as e:
-            r.missing["log"] = str(e)
+    # The diagnosis reads the printk buffer itself when KHO is off (to say why); with
+    # KHO active it needs no log, and decoding a memblock=debug log costs as much
+    # as loading the debug info (bench/bench_check.py).
     r.read("activation", lambda: diagnose(prog, state, memblock_note or (
         None if state is not None else "not read"), log))
     r.read("scratch", lambda: _scratch(r, state))

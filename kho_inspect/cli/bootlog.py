@@ -38,6 +38,8 @@ Classes (in this order): original (kho_scratch[]), extended and unpreserved (fro
 the memblock flags, where memblock is kept), preserved (what the previous kernel
 handed over, as this kernel sees it), other; "partly a+b" for a range that straddles.
 Without a readable target or --snapshot FILE, classes are "unknown" and flags hex.
+\b
+Real output: docs/examples/bootlog.txt.
 """
 
 _SECTIONS = ("status", "memblock", "activation", "scratch", "preserved_in")

@@ -29,6 +29,8 @@ what B received, memblock regions by base address, and gigantic pages.
 Kernel virtual addresses are redacted (shown as <kva-N>) unless --no-redact is
 given; physical addresses are shown as they are. Exit status 0 whether or not
 the snapshots differ.
+\b
+Real output: docs/examples/diff.txt.
 """
 
 

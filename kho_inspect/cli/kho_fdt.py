@@ -26,6 +26,8 @@ Known blobs: kexec-metadata (struct kho_kexec_metadata), memblock (memblock-v1,
 reserve_mem=), LUO (struct luo_ser), kho_test (kho-test-v1). Other FDT blobs are
 shown as device-tree source, anything else as a hex dump. Integer properties are
 native-endian u64, not FDT big-endian cells.
+\b
+Real output: docs/examples/kho-fdt.txt.
 """
 
 @click.command(epilog=FDT_EPILOG)

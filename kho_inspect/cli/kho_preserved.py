@@ -31,6 +31,8 @@ Sources:
   snapshot   a `kho-inspect snapshot -o FILE` document, or the --json output of this
              command, saved in the previous kernel
   in         refused: kho_in.radix_tree dangles after boot (its pages are reused)
+\b
+Real output: docs/examples/kho-preserved.txt.
 """
 
 

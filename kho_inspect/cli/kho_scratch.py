@@ -30,6 +30,8 @@ Classes:
 \b
 "In use" is the original scratch minus its free blocks on the MIGRATE_CMA buddy
 free lists; CmaTotal/CmaFree (zone->cma_pages, NR_FREE_CMA_PAGES) cover all CMA.
+\b
+Real output: docs/examples/kho-scratch.txt.
 """
 
 

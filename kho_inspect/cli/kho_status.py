@@ -20,6 +20,8 @@ Examples:
 \b
 A KHO boot is one where kho_in.fdt_phys is set (is_kho_boot()); the kexec count
 counts kexec boots since the last cold boot (kexec-metadata, kho_in.kexec_count).
+\b
+Real output: docs/examples/kho-status.txt.
 """
 
 

@@ -32,6 +32,8 @@ flags. Ends are inclusive, as in /sys/kernel/debug/memblock; nid "-" is no node.
 Only kernels with CONFIG_ARCH_KEEP_MEMBLOCK (arm64, powerpc, ...; x86 only with
 CONFIG_INTEL_TDX_HOST) maintain memblock after boot. Elsewhere the arrays are
 frozen or freed, and kho-inspect refuses them unless --allow-stale is given.
+\b
+Real output: docs/examples/memblock.txt.
 """
 
 

@@ -38,6 +38,8 @@ areas and classes, the outgoing preserved ranges and the radix tree's own pages,
 both root FDTs summarised, gigantic hugetlb pages, the kernel image and initrd
 ranges and reserve_mem=. A section that cannot be read is null, with the reason
 under "missing". The outgoing tree and FDT are read last, close to the kexec.
+\b
+Real output: docs/examples/snapshot.txt.
 """
 
 

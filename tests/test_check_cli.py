@@ -198,3 +198,18 @@ def test_help_has_examples(capsys):
     out = capsys.readouterr().out
     assert "Examples:" in out and "kho-inspect check --previous" in out
     assert "Exit codes: 0 every rule that ran passed, 1 a rule failed, 2" in " ".join(out.split())
+
+
+def test_openmetrics_for_the_textfile_collector(capsys, n1, previous):
+    """``check --format openmetrics`` parses with Prometheus' own OpenMetrics parser, has one
+    series per rule and status, and keeps the exit status of the check."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    assert check(n1.prog, "--previous", previous, "--format", "openmetrics") == EXIT_OK
+    text = capsys.readouterr().out
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    status = {(s.labels["rule"], s.labels["status"]): s.value
+              for s in families["kho_inspect_rule_status"].samples}
+    assert len(status) == 3 * len(catalogue())
+    assert status[("chain-metadata", "pass")] == 1 and status[("chain-metadata", "fail")] == 0
+    assert sum(status.values()) == len(catalogue())  # one status per rule

@@ -19,6 +19,7 @@ from kho_inspect.render import emit
 from kho_inspect.snapshot import load_snapshot_file, read_snapshot
 from kho_inspect.views.bootlog import allocation_classes
 from kho_inspect.views.check import catalogue_sections, sections, verdict
+from kho_inspect.views.metrics import openmetrics
 
 __all__ = ("check",)
 
@@ -65,7 +66,7 @@ def _bootlog(current: Snapshot, text: Optional[str]) -> Optional[BootLog]:
 @click.option("--list", "list_rules", is_flag=True,
               help="Print the rules and exit (no target needed).")
 @click.option("--output", metavar="FILE", help="Also write the JSON report to FILE.")
-@output_options
+@output_options(extra=("openmetrics",))
 @pass_session
 def check(session: Session, previous: Optional[str], bootlog_file: Optional[str],
           dmesg: bool, rules: Tuple[str, ...], list_rules: bool, output: Optional[str],
@@ -74,6 +75,7 @@ def check(session: Session, previous: Optional[str], bootlog_file: Optional[str]
     if bootlog_file is not None and dmesg:
         raise click.UsageError("--bootlog and --dmesg are mutually exclusive")
     if list_rules:
+        fmt = "text" if fmt == "openmetrics" else fmt
         infos = catalogue()
         emit(fmt, [i.to_json() for i in infos], lambda: catalogue_sections(infos))
         return 0
@@ -90,6 +92,9 @@ def check(session: Session, previous: Optional[str], bootlog_file: Optional[str]
     doc = document(CHECK_SCHEMA, CHECK_VERSION, report.to_json())
     if output:
         write_json(output, doc)
+    if fmt == "openmetrics":  # for node_exporter's textfile collector
+        click.echo(openmetrics(report, current), nl=False)
+        return report.exit_status
     details = f"--output {output}" if output else "--format json / --output FILE"
     emit(fmt, doc, lambda: [*sections(report), verdict(report, details)])
     return report.exit_status

@@ -12,7 +12,7 @@ module that imports them.
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import click
 
@@ -46,19 +46,25 @@ class Session:
 pass_session = click.make_pass_decorator(Session, ensure=True)
 
 
-def output_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--format text|markdown|json`` and its short form ``--json``.
+def output_options(func: Optional[Callable[..., Any]] = None, *,
+                   extra: Sequence[str] = ()) -> Any:
+    """Add ``--format text|markdown|json`` (plus ``extra`` formats) and ``--json``.
 
-    The wrapped command receives a single ``fmt`` argument.
+    The wrapped command receives a single ``fmt`` argument. Use it bare
+    (``@output_options``) or with formats only that command has
+    (``@output_options(extra=("openmetrics",))``).
     """
 
-    @click.option("--format", "fmt_", type=click.Choice(FORMATS), default=None,
-                  help="Output format (default text).")
-    @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
-    @functools.wraps(func)
-    def wrapper(*args: Any, fmt_: Optional[str], as_json: bool, **kwargs: Any) -> Any:
-        if as_json and fmt_ not in (None, "json"):
-            raise click.UsageError("--json conflicts with --format " + str(fmt_))
-        return func(*args, fmt="json" if as_json else (fmt_ or "text"), **kwargs)
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @click.option("--format", "fmt_", type=click.Choice((*FORMATS, *extra)), default=None,
+                      help="Output format (default text).")
+        @click.option("--json", "as_json", is_flag=True, help="Short for --format json.")
+        @functools.wraps(func)
+        def wrapper(*args: Any, fmt_: Optional[str], as_json: bool, **kwargs: Any) -> Any:
+            if as_json and fmt_ not in (None, "json"):
+                raise click.UsageError("--json conflicts with --format " + str(fmt_))
+            return func(*args, fmt="json" if as_json else (fmt_ or "text"), **kwargs)
 
-    return wrapper
+        return wrapper
+
+    return decorate(func) if func is not None else decorate

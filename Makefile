@@ -16,7 +16,7 @@ all: test
 host-deps:
 	bash scripts/install-host-deps.sh
 
-$(STAMP): setup.py setup.cfg pyproject.toml scripts/install-host-deps.sh
+$(STAMP): setup.py setup.cfg pyproject.toml scripts/install-host-deps.sh kho_inspect/_radixscan.c
 	bash scripts/install-host-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

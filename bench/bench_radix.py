@@ -21,12 +21,13 @@ Raw read and walk are timed alternately, round after round, and each keeps its
 best time, so that a change in machine load hits both; the naive prefix keeps
 its best of ``--naive-repeat`` runs. The walk's ranges are checked against the
 ranges each workload was built from. For scale, the output floor is the time
-to build the result's tuples from ready-made ints at C speed (``zip``): no
-Python decoder that returns them can be faster.
+to build the result's tuples from ready-made ints at C speed (``zip``).
 
-With ``--breakdown`` it also times, on the workloads with many ranges, the
-C-level parts any per-run-boundary decoder of those leaves must pay, and the
-whole-leaf big-int route (the numbers behind bench/README.md).
+The walk uses the native leaf scanner (``kho_inspect/_radixscan.c``) when it
+is built, the pure-Python one when not or with ``KHO_INSPECT_PURE=1``; the
+output says which. With ``--breakdown`` it also times, on the workloads with
+many ranges, the output alone, the native scanner alone and the walk with the
+pure-Python scanner (the numbers behind bench/README.md).
 
 Run as ``python bench/bench_radix.py``; it prints ratios and "target met" or
 "target MISSED" and always exits 0. Timings are best-of-N in one process.
@@ -40,7 +41,7 @@ import random
 import struct
 import sys
 import time
-from typing import Callable, Dict, List, NamedTuple, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 sys.path[:0] = [
     os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir),
@@ -61,6 +62,7 @@ from drgn import (  # noqa: E402
 from drgn.helpers.linux.bitops import for_each_set_bit  # noqa: E402
 from radix_encoder import RadixTreeEncoder  # noqa: E402
 
+from kho_inspect import radix  # noqa: E402
 from kho_inspect.radix import walk_radix_tree  # noqa: E402
 from kho_inspect.ranges import Range, RangeSet  # noqa: E402
 
@@ -180,7 +182,8 @@ class _Stop(Exception):
 
 
 def naive_walk(prog: Program, root: int, max_leaves: int) -> Tuple[List[Tuple[int, int, int]], int]:
-    """The walk a naive drgn script does (kernel-notes C6), on at most max_leaves leaves.
+    """The walk a naive drgn script does (docs/kernel/radix.md#walk-order), on at most
+    max_leaves leaves.
 
     Returns the ranges found and the number of leaves visited.
     """
@@ -263,39 +266,42 @@ def verdict(ok: bool) -> str:
     return "target met" if ok else "target MISSED"
 
 
-NONZERO_BYTES = bytes([0] + [1] * 255)  # translate: bytes holding a set bit -> 1
-NON_FF_BYTES = bytes([1] * 255 + [0])  # translate: bytes holding a clear bit -> 1
+def scanner_name() -> str:
+    """The leaf scanner the walks use (see kho_inspect.radix)."""
+    if radix._native is not None:
+        return "native (kho_inspect/_radixscan.c)"
+    if radix._NATIVE is not None:
+        return "pure Python (KHO_INSPECT_PURE is set)"
+    return "pure Python (kho_inspect._radixscan is not built)"
 
 
-def breakdown(pages: Dict[int, bytes], leaf_phys: List[int], ranges: Ranges,
+@contextlib.contextmanager
+def pure_python() -> Iterator[None]:
+    """Walk with the pure-Python scanner, as KHO_INSPECT_PURE=1 does."""
+    saved, radix._native = radix._native, None
+    try:
+        yield
+    finally:
+        radix._native = saved
+
+
+def breakdown(pages: Dict[int, bytes], enc: RadixTreeEncoder, ranges: Ranges,
               raw: Callable[[], None], walk: Callable[[], None],
               repeat: int) -> Dict[str, float]:
-    """Best times (s) of the C-level parts of decoding the partial leaves.
+    """Best times (s) of the parts of the walk of a tree with many ranges.
 
     * ``tuples``: building the result tuples from ready-made ints (``zip``);
     * ``fresh``: building them with their ints, from the triples packed as
       u64s (``struct.iter_unpack``): the output cost of a decoder that would
       find the runs for free;
-    * ``translates``: the two 0/1 copies of each partial leaf;
-    * ``finds``: the ``bytes.find`` calls that jump from run start to run
-      end and on, made at the very positions the walk makes them, minus the
-      cost of the loop that makes them;
-    * ``int_route``: the whole-leaf big-int route's conversions alone, before
-      any boundary is located: ``x = int.from_bytes(leaf)``, the transitions
-      ``x ^ (x << 1)`` and ``to_bytes`` back to find them in.
+    * ``scan``: the native scanner alone on every level-1 table's leaves,
+      pages already read, its output dropped: the runs found, their tuples
+      built and freed (runs are not joined across tables; absent when it is
+      not built);
+    * ``pure``: the walk with the pure-Python scanner (``KHO_INSPECT_PURE=1``).
     """
-    partial = [pages[p] for p in leaf_phys if pages[p] not in (bytes(PAGE), b"\xff" * PAGE)]
     starts, sizes = [r[0] for r in ranges], [r[1] for r in ranges]
-    calls: List[Tuple[bytes, int]] = []
-    for leaf in partial:
-        streams = (leaf.translate(NONZERO_BYTES), leaf.translate(NON_FF_BYTES))
-        at, k = -1, 0
-        while True:
-            calls.append((streams[k], at + 1))
-            at = streams[k].find(1, at + 1)
-            if at < 0:
-                break
-            k ^= 1
+    tables = level1_tables(pages, enc.root)
 
     def tuples() -> None:
         list(zip(starts, sizes, itertools.repeat(0)))
@@ -305,31 +311,45 @@ def breakdown(pages: Dict[int, bytes], leaf_phys: List[int], ranges: Ranges,
     def fresh() -> None:
         list(struct.iter_unpack("<QQQ", packed))
 
-    def translates() -> None:
-        for leaf in partial:
-            leaf.translate(NONZERO_BYTES)
-            leaf.translate(NON_FF_BYTES)
+    def scan() -> None:
+        out: Ranges = []
+        for prefix, leaves in tables:
+            shift = 12 + 53 - prefix.bit_length()  # PAGE_SHIFT + order
+            radix._NATIVE.scan_leaves(leaves, PAGE, 512, (prefix << shift) - (1 << 64), -1, out,
+                                      shift, shift - 12, False)
 
-    def finds() -> None:
-        for stream, at in calls:
-            stream.find(1, at)
+    def pure() -> None:
+        with pure_python():
+            walk()
 
-    def loop() -> None:
-        for _stream, _at in calls:
-            pass
-
-    def int_route() -> None:
-        for leaf in partial:
-            x = int.from_bytes(leaf, "little")
-            (x ^ (x << 1)).to_bytes(PAGE + 1, "little")
-
-    names = ["raw", "walk", "tuples", "fresh", "translates", "finds", "loop", "int_route"]
-    fns = [raw, walk, tuples, fresh, translates, finds, loop, int_route]
+    names = ["raw", "walk", "tuples", "fresh", "pure"]
+    fns = [raw, walk, tuples, fresh, pure]
+    if radix._NATIVE is not None:
+        names.append("scan")
+        fns.append(scan)
     best = dict(zip(names, best_of_each(fns, repeat)))
-    best["finds"] -= best.pop("loop")
-    best["calls"] = len(calls)
-    best["partial"] = len(partial)
+    best["partial"] = sum(page not in (bytes(PAGE), b"\xff" * PAGE)
+                          for _, leaves in tables for _, _, page in leaves)
     return best
+
+
+def level1_tables(pages: Dict[int, bytes], root: int
+                  ) -> List[Tuple[int, List[Tuple[int, int, bytes]]]]:
+    """Each level-1 table's key prefix and ``(index, pointer, page)`` leaves,
+    in walk order (4 KiB pages: 512 entries, 5 table levels)."""
+    out: List[Tuple[int, List[Tuple[int, int, bytes]]]] = []
+
+    def visit(phys: int, level: int, prefix: int) -> None:
+        entries = [(i, e) for i, e in enumerate(struct.unpack("<512Q", pages[phys])) if e]
+        if level == 1:
+            if prefix:  # the mixed-order leaves under prefix 0 take another path
+                out.append((prefix, [(i, e, pages[e]) for i, e in entries]))
+            return
+        for i, entry in entries:
+            visit(entry, level - 1, prefix | (i << ((level - 2) * 9 + 24)))
+
+    visit(root, 5, 0)
+    return out
 
 
 def run(workload: Workload, repeat: int, naive_leaves: int,
@@ -371,7 +391,7 @@ def run(workload: Workload, repeat: int, naive_leaves: int,
     naive_s = naive_prefix_s / leaves_done * leaves
     parts = None
     if with_breakdown and len(expected) > 1000:
-        parts = breakdown(pages, list(enc.leaves), expected, raw, walk, repeat)
+        parts = breakdown(pages, enc, expected, raw, walk, repeat)
     return {
         "name": workload.name,
         "description": workload.description,
@@ -410,6 +430,7 @@ def main() -> int:
     print("checked: on every workload the walk returns exactly the ranges it was built from\n")
 
     print("KHO radix walk, 512 GiB preserved, pages served by a synthetic drgn Program")
+    print(f"leaf scanner: {scanner_name()}")
     print(f"(raw read and walk: best of >= {args.repeat} alternating rounds; the naive walk "
           f"is timed on the first {args.naive_leaves} leaves in walk order, best of "
           f"{args.naive_repeat}, and scaled per leaf to the whole tree)\n")
@@ -443,21 +464,20 @@ def main() -> int:
 def print_breakdown(r: Dict[str, object]) -> None:
     b = r["breakdown"]
     ranges = r["ranges"]
-    print(f"  breakdown (best of >= 5 alternating rounds; {b['partial']} partial leaves, "
-          f"{b['calls']} find calls):")
-    floor = b["tuples"] + b["translates"] + b["finds"]
+    print(f"  breakdown (best of >= 5 alternating rounds; {b['partial']} partial leaves):")
     rows = [
         ("raw read", b["raw"]),
         (f"{r['walk_target']:.0f}x budget", r["walk_target"] * b["raw"]),
         ("build the result tuples (zip)", b["tuples"]),
         ("... with fresh ints (unpack)", b["fresh"]),
-        ("2 translates per partial leaf", b["translates"]),
-        ("the find calls", b["finds"]),
-        ("sum of the three", floor),
-        ("int route (from/to_bytes, xor)", b["int_route"]),
+        ("native scanner alone", b.get("scan")),
+        ("walk, pure-Python scanner", b["pure"]),
         ("walk_radix_tree", b["walk"]),
     ]
     for name, secs in rows:
+        if secs is None:
+            print(f"    {name:<30} (not built)")
+            continue
         print(f"    {name:<30} {secs * 1e3:8.1f} ms {secs / b['raw']:6.1f}x raw "
               f"{secs * 1e9 / ranges:7.0f} ns/range")
 

@@ -14,13 +14,16 @@ structure exactly once, and returns a :class:`PreservedMemory`: the preserved
 memory as coalesced ``(phys, size, order)`` ranges, the structure's own pages,
 and a per-order histogram. Its cost grows with the number of tree pages and of
 discontiguities, not with the number of preserved pages: a full or empty leaf
-is one byte comparison, and a partial leaf costs two ``bytes.translate`` passes
-plus one ``memchr`` (``bytes.find``) and a table lookup per run boundary, with
-runs carried across leaves and tables as they are found. A malformed structure
+is one byte comparison, and a partial leaf one word-by-word pass of a small C
+extension (``kho_inspect._radixscan``) that appends one tuple per run; without
+it (not built, or ``KHO_INSPECT_PURE=1``), two ``bytes.translate`` passes plus
+one ``memchr`` (``bytes.find``) and a table lookup per run boundary. Runs are
+carried across leaves and tables as they are found. A malformed structure
 raises :class:`~kho_inspect.errors.CorruptTreeError`
 naming the path from the root to the bad entry; the walk never loops.
 """
 
+import os
 import struct
 from array import array
 from bisect import bisect_right
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property, reduce
 from itertools import compress, groupby, repeat
 from operator import itemgetter, or_
+from types import ModuleType
 from typing import (
     Callable,
     Dict,
@@ -305,21 +309,28 @@ def bitmap_runs(bitmap: bytes) -> List[Tuple[int, int]]:
 @cache
 def _edge_tables(
     shift: int,
-) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[Tuple[Tuple[int, ...], ...], ...]]:
+) -> Tuple[Tuple[Optional[int], ...], Tuple[Optional[int], ...],
+           Tuple[Tuple[Tuple[int, ...], ...], ...]]:
     # _EDGES with positions scaled to bytes of memory (bit i stands for
     # i << shift), and the bytes with exactly one boundary picked out: "rise"
-    # for a byte entered between runs, "fall" for one entered inside a run;
-    # -1 marks a byte with several boundaries.
-    rise = tuple(e[0] << shift if len(e) == 1 else -1 for e in _EDGES[0])
-    fall = tuple(e[0] << shift if len(e) == 1 else -1 for e in _EDGES[1])
+    # for a byte entered between runs (its set bits are bits k..7: a run
+    # starts at bit k and goes on into the next byte), "fall" for one entered
+    # inside a run (its set bits are bits 0..k-1: the run ends at bit k and
+    # the rest of the byte is a hole); None marks a byte with other boundaries.
+    rise = tuple(e[0] << shift if len(e) == 1 else None for e in _EDGES[0])
+    fall = tuple(e[0] << shift if len(e) == 1 else None for e in _EDGES[1])
     edges = tuple(tuple(tuple(i << shift for i in e) for e in by_byte) for by_byte in _EDGES)
     return rise, fall, edges
 
 
-def _scan_bitmap(
+def _scan_bitmap_py(
     bits: bytes, base: int, open_run: int, out: List[PreservedRange], shift: int, order: int
 ) -> int:
     """Append the runs of set bits of a little-endian bitmap to ``out``.
+
+    The pure-Python scanner: the reference, and what :func:`_scan_bitmap`
+    runs when the native one (``kho_inspect/_radixscan.c``) is not built or
+    ``KHO_INSPECT_PURE=1`` is set.
 
     Bit ``i`` stands for the memory at ``base + (i << shift)``; each run that
     ends inside ``bits`` is appended as ``(start, size, order)`` in those
@@ -328,38 +339,52 @@ def _scan_bitmap(
     bit began, or ``-1``, so that a caller carries runs from one bitmap to the
     next contiguous one.
 
-    The work is per run boundary, not per bit or word: between runs,
-    ``memchr`` over a 0/1 copy of the bitmap finds the next byte holding a set
-    bit, inside a run the next byte holding a clear bit, and one table lookup
-    turns that byte into the boundary. Bytes with several boundaries (runs or
-    holes shorter than a byte) go through :func:`_byte_runs`.
+    The work is per run, not per bit or word: ``memchr`` over a 0/1 copy of
+    the bitmap finds the byte where the next run starts, ``memchr`` over
+    another the byte where it ends, and one table lookup per byte turns each
+    into the bit. In the hot loop the state is implicit (between runs at the
+    top of a turn, one range appended per turn). Bytes with several
+    boundaries (runs or holes shorter than a byte) leave the loop for
+    :func:`_byte_runs` and come back.
     """
     rise, fall, edges = _edge_tables(shift)
-    byte_shift = shift + 3
+    unit = 8 << shift  # bytes of memory per bitmap byte
     next_set = bits.translate(_NONZERO_BYTES).find
     next_clear = bits.translate(_NON_FF_BYTES).find
     append = out.append
-    at = -1  # the byte that holds the last boundary found
+    at = 0  # the first byte not scanned yet
     while True:
-        if open_run < 0:  # find where the next run starts
-            at = next_set(1, at + 1)
-            if at < 0:
-                return -1
-            edge = rise[bits[at]]
-            if edge < 0:
-                open_run = _byte_runs(edges[0][bits[at]], base + (at << byte_shift), -1, out, order)
+        if open_run >= 0:  # a run is open at byte `at`: find where it ends
+            end = next_clear(1, at)
+            if end < 0:
+                return open_run
+            fall_at = fall[bits[end]]
+            at = end + 1
+            if fall_at is None:
+                open_run = _byte_runs(edges[1][bits[end]], base + end * unit, open_run, out, order)
                 continue
-            open_run = base + (at << byte_shift) + edge
-        at = next_clear(1, at + 1)  # and where it ends
-        if at < 0:
-            return open_run
-        edge = fall[bits[at]]
-        if edge < 0:
-            at_phys = base + (at << byte_shift)
-            open_run = _byte_runs(edges[1][bits[at]], at_phys, open_run, out, order)
-        else:
-            append((open_run, base + (at << byte_shift) + edge - open_run, order))
+            append((open_run, base + end * unit + fall_at - open_run, order))
             open_run = -1
+        while True:  # between runs: one run per turn
+            start = next_set(1, at)
+            if start < 0:
+                return -1
+            rise_at = rise[bits[start]]
+            if rise_at is None:
+                open_run = _byte_runs(edges[0][bits[start]], base + start * unit, -1, out, order)
+                at = start + 1
+                break
+            end = next_clear(1, start + 1)
+            if end < 0:
+                return base + start * unit + rise_at
+            fall_at = fall[bits[end]]
+            at = end + 1
+            if fall_at is None:
+                open_run = _byte_runs(edges[1][bits[end]], base + end * unit,
+                                      base + start * unit + rise_at, out, order)
+                break
+            append((base + start * unit + rise_at, (end - start) * unit + fall_at - rise_at,
+                    order))
 
 
 def _byte_runs(
@@ -375,10 +400,35 @@ def _byte_runs(
     return open_run
 
 
+def _native_module() -> Optional[ModuleType]:
+    # kho_inspect/_radixscan.c, built by setup.py when a C compiler is there:
+    # _scan_bitmap_py, and the leaves of a whole level-1 table in one call,
+    # in C, each run appended as one tuple (see bench/README.md).
+    try:
+        from kho_inspect import _radixscan
+    except ImportError:
+        return None
+    return _radixscan
+
+
+_NATIVE = _native_module()
+# The native code in use: _NATIVE unless KHO_INSPECT_PURE is set (to anything
+# but "" or "0"); None for pure Python. Both give the same results.
+_native = _NATIVE if os.environ.get("KHO_INSPECT_PURE", "") in ("", "0") else None
+
+
+def _scan_bitmap(
+    bits: bytes, base: int, open_run: int, out: List[PreservedRange], shift: int, order: int
+) -> int:
+    """:func:`_scan_bitmap_py`, or its native twin when in use."""
+    scan = _scan_bitmap_py if _native is None else _native.scan_bitmap
+    return scan(bits, base, open_run, out, shift, order)
+
+
 def _le_words(page: bytes, byteorder: str) -> bytes:
     # Bitmaps are arrays of unsigned long; on a big-endian target reverse
     # each 64-bit word so that bit i of the bytes is bit i of the bitmap.
-    # Always bytes, which _scan_bitmap needs (read_page may return a buffer).
+    # Always bytes, which _scan_bitmap_py needs (read_page may return a buffer).
     if byteorder == "little":
         return page if isinstance(page, bytes) else bytes(page)
     words = array("Q", page)
@@ -499,6 +549,10 @@ class _RadixWalk:
         # name the entry of a first visit when a page comes back.
         self.seen: Dict[int, Optional[Tuple[int, ...]]] = {}
         self.children: Dict[Tuple[int, ...], Tuple[List[int], List[int]]] = {}
+        # Blocks by order counted by the native scanner as it went, and how
+        # many ranges came before (those of the mixed-order leaves).
+        self.counted: Dict[int, int] = {}
+        self.uncounted = 0
 
     def path_text(self, path: Sequence[int], index: int = -1) -> str:
         # "root[2] -> L4[0] -> L1[32]": names the entry that leads somewhere.
@@ -596,36 +650,72 @@ class _RadixWalk:
         This is the hot loop: one leaf per 128 MiB of order-0 keys. Under a
         nonzero prefix every key of the table has the same order, so runs
         are recorded as ranges directly and carried from leaf to leaf (and
-        into the next table) while they touch: a full leaf costs one
-        comparison, a partial one a :func:`_scan_bitmap`. The checks of
+        into the next table) while they touch. The native scanner gets all
+        the leaves of the table, read in order, in one call; without it,
+        :meth:`scan_leaves_py` compares each leaf with a full and an empty
+        one and scans the others with :func:`_scan_bitmap`. The checks of
         :meth:`enter` run on the whole table at once when they pass; if any
         fails, each pointer is checked just before its read, so that the
         error names the first bad entry.
         """
         if not prefix:
             self.mixed_order_leaves(path, prefix, indices, values)
+            self.uncounted = len(self.ranges)
             return
         if not indices:
             return
         checked = self.enter_all(path, values)
         geom = self.geom
-        ones, zeros, byteorder = self.ones, self.zeros, self.byteorder
-        page_size, little = geom.page_size, byteorder == "little"
         order = geom.key_width - prefix.bit_length()
         shift = geom.page_shift + order
         leaf_shift = geom.bitmap_log2 + shift  # a leaf spans 1 << leaf_shift bytes
         base0 = (prefix << shift) - _TWO64  # phys of the table's first key (see _one_order)
         ranges = self.ranges
-        append = ranges.append
-        # A run open at the end of the previous leaf: where it began, and the
-        # leaf index it goes on at (phys is only computed at run ends, so that
-        # a full leaf costs next to nothing). The previous table's last range
-        # may go on here.
-        open_run = go_on = -1
+        # A run open at the end of the previous table goes on here when its
+        # last range ends where the first leaf begins.
+        open_run = -1
         first = base0 + (indices[0] << leaf_shift)
         if ranges and ranges[-1][2] == order and ranges[-1][0] + ranges[-1][1] == first:
-            open_run, go_on = ranges.pop()[0], indices[0]
-        for i, entry, page in self.read_leaves(path, indices, values, checked):
+            open_run = ranges.pop()[0]
+        if _native is None:
+            self.scan_leaves_py(path, indices, values, checked, base0, open_run, shift, order)
+            return
+        # Each leaf is scanned as it is read, and dropped.
+        leaves = self.read_leaves(path, indices, values, checked)
+        blocks = _native.scan_leaves(leaves, geom.page_size, indices[-1] + 1, base0, open_run,
+                                     ranges, shift, order, self.byteorder == "big")
+        if blocks:
+            self.counted[order] = self.counted.get(order, 0) + blocks
+
+    def histogram(self) -> Dict[int, int]:
+        """Order -> blocks of :attr:`ranges`, as :func:`_histogram` counts them.
+
+        The blocks the native scanner counted as it went are not counted
+        again from the ranges, hundreds of thousands of tuples in a
+        fragmented tree: only those of the mixed-order leaves are (orders no
+        other table holds, first in walk order).
+        """
+        if not self.counted:
+            return _histogram(self.ranges, self.geom.page_shift)
+        histogram = _histogram(self.ranges[:self.uncounted], self.geom.page_shift)
+        histogram.update(self.counted)
+        return dict(sorted(histogram.items(), reverse=True))
+
+    def scan_leaves_py(self, path: Tuple[int, ...], indices: List[int], values: List[int],
+                       checked: bool, base0: int, open_run: int, shift: int, order: int) -> None:
+        """:meth:`leaves` leaf by leaf, in Python: the reference of ``scan_leaves``.
+
+        A run open at the end of a leaf is carried as where it began and the
+        leaf index it goes on at (phys is only computed at run ends, so that
+        a full leaf costs next to nothing).
+        """
+        ones, zeros, byteorder = self.ones, self.zeros, self.byteorder
+        little = byteorder == "little"
+        leaf_shift = self.geom.bitmap_log2 + shift
+        ranges = self.ranges
+        append = ranges.append
+        go_on = indices[0]
+        for i, _, page in self.read_leaves(path, indices, values, checked):
             if open_run >= 0 and i != go_on:  # a leaf is missing: the run ended
                 append((open_run, base0 + (go_on << leaf_shift) - open_run, order))
                 open_run = -1
@@ -637,8 +727,6 @@ class _RadixWalk:
                     append((open_run, base0 + (i << leaf_shift) - open_run, order))
                     open_run = -1
             else:
-                if len(page) != page_size:
-                    self.check_length(path, i, entry, page)
                 bits = page if little and type(page) is bytes else _le_words(page, byteorder)
                 base = base0 + (i << leaf_shift)
                 open_run = _scan_bitmap(bits, base, open_run, ranges, shift, order)
@@ -673,8 +761,9 @@ class _RadixWalk:
     def read_leaves(self, path: Tuple[int, ...], indices: List[int], values: List[int],
                     checked: bool) -> Iterator[Tuple[int, int, bytes]]:
         """``(index, pointer, page)`` of a table's leaves, each pointer checked first
-        unless :meth:`enter_all` already checked the whole table."""
-        seen, read_page = self.seen, self.read_page
+        unless :meth:`enter_all` already checked the whole table, each page's
+        length after its read."""
+        seen, read_page, size = self.seen, self.read_page, self.geom.page_size
         for i, entry in zip(indices, values):
             if not checked:
                 self.check(path, i, entry)
@@ -683,6 +772,8 @@ class _RadixWalk:
                 page = read_page(entry)
             except Exception as exc:
                 raise self.read_error(path, i, entry, exc) from exc
+            if len(page) != size:
+                self.check_length(path, i, entry, page)
             yield i, entry, page
 
     def enter_all(self, path: Tuple[int, ...], values: List[int]) -> bool:
@@ -759,7 +850,7 @@ def walk_radix_tree(
     return PreservedMemory(
         ranges=ranges,
         tree_pages=tuple(walk.seen),
-        histogram=_histogram(ranges, page_shift),
+        histogram=walk.histogram(),
         keys=_range_keys(ranges, page_shift) if keys else None,
         page_shift=page_shift,
     )

@@ -1,9 +1,17 @@
 """Tests for kho_inspect.radix against the independent encoder in radix_encoder.py."""
 
+import os
 import random
 import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
 from array import array
-from typing import Dict, List, Tuple
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -15,6 +23,7 @@ from radix_encoder import (
     poke_u64,
 )
 
+from kho_inspect import radix
 from kho_inspect.errors import CorruptTreeError
 from kho_inspect.radix import (
     PreservedMemory,
@@ -35,7 +44,8 @@ SETTINGS = settings(
 TREE_ADVICE = "; the tree is corrupt or was reused, snapshot it in the kernel that preserved it"
 GiB = 1 << 30
 
-# kernel-notes C3: phys, order, key, then L5 L4 L3 L2 L1 indices and the leaf bit.
+# docs/kernel/radix.md#worked-examples: phys, order, key, then L5 L4 L3 L2 L1 indices and
+# the leaf bit.
 WORKED_EXAMPLES = [
     (0x1_0000_0000, 0, 0x10000000100000, (2, 0, 0, 0, 32, 0)),
     (0x1_2345_6000, 0, 0x10000000123456, (2, 0, 0, 0, 36, 0x3456)),
@@ -351,6 +361,39 @@ def leaf_pages(enc: RadixTreeEncoder, pages: Dict[int, bytes], keys: List[int], 
     return out
 
 
+def table_edge_keys(order: int) -> List[int]:
+    """Leaf keys 511 of one level-1 table and 0, 1 and 3 of the next (2 is
+    absent): runs must join across the leaf and table boundaries, and stop at
+    the missing leaf. Order 28 has no table before its first (the key below
+    it is of order 29), so it gets leaves 0, 1, 3."""
+    key0 = (1 << (52 - order)) | ((1 << 24) if order < 28 else 0)  # leaf 0 of an L1 table
+    keys = [key0 - (1 << 15), key0, key0 + (1 << 15), key0 + (3 << 15)]
+    return keys[1:] if order == 28 else keys
+
+
+def top_keys(order: int) -> List[int]:
+    """The last leaf keys of an order (leaves 508, 509 and 511 of its last
+    level-1 table): the last one ends at phys 2^64."""
+    last = (1 << (53 - order)) - (1 << 15)
+    return [last - (3 << 15), last - (2 << 15), last]
+
+
+def leaf_tree(order: int, leaf_keys: List[int], bitmaps: List[bytes], byteorder: str):
+    """A tree whose leaves at ``leaf_keys`` hold ``bitmaps`` (little-endian bit
+    order), with the target's byte order; returns the encoder and the pages."""
+    assert {k.bit_length() for k in leaf_keys} == {53 - order}
+    enc = RadixTreeEncoder()
+    for key in leaf_keys:
+        enc.add((key << (12 + order)) & ((1 << 64) - 1), order)
+    pages = enc.pages(byteorder)
+    for leaf, bitmap in zip(leaf_pages(enc, pages, leaf_keys, byteorder), bitmaps):
+        words = array("Q", bitmap)
+        if byteorder == "big":
+            words.byteswap()
+        pages[leaf] = words.tobytes()
+    return enc, pages
+
+
 @given(
     st.integers(0, 28),
     st.lists(adversarial_bitmaps(nbytes=4096), min_size=4, max_size=4),
@@ -366,25 +409,10 @@ def leaf_pages(enc: RadixTreeEncoder, pages: Dict[int, bytes], keys: List[int], 
 @example(28, [b"\xff" * 4096, b"\xfe" + b"\xff" * 4095, b"\xff" * 4095 + b"\x7f", bytes(4096)],
          "big")
 def test_walk_fast_path_matches_bit_by_bit(order, bitmaps, byteorder):
-    # Leaves 511 of one level-1 table and 0, 1 and 3 of the next (2 is absent)
-    # get adversarial bitmaps: runs must join across the leaf and table
-    # boundaries, and stop at the missing leaf. Order 28 has no table before
-    # its first (the key below it is of order 29), so it gets leaves 0, 1, 3.
-    key0 = (1 << (52 - order)) | ((1 << 24) if order < 28 else 0)  # leaf 0 of an L1 table
-    leaf_keys = [key0 - (1 << 15), key0, key0 + (1 << 15), key0 + (3 << 15)]
-    if order == 28:
-        leaf_keys, bitmaps = leaf_keys[1:], bitmaps[1:]
-    assert {k.bit_length() for k in leaf_keys} == {53 - order}
+    leaf_keys = table_edge_keys(order)
+    bitmaps = bitmaps[len(bitmaps) - len(leaf_keys):]
     shift = 12 + order
-    enc = RadixTreeEncoder()
-    for key in leaf_keys:
-        enc.add((key << shift) & ((1 << 64) - 1), order)
-    pages = enc.pages(byteorder)
-    for leaf, bitmap in zip(leaf_pages(enc, pages, leaf_keys, byteorder), bitmaps):
-        words = array("Q", bitmap)
-        if byteorder == "big":
-            words.byteswap()
-        pages[leaf] = words.tobytes()
+    enc, pages = leaf_tree(order, leaf_keys, bitmaps, byteorder)
     expected: List[Tuple[int, int, int]] = []
     for key, bitmap in zip(leaf_keys, bitmaps):
         for phys, size, o in bit_by_bit_ranges(bitmap, (key << shift) - (1 << 64), shift, order):
@@ -561,6 +589,219 @@ def test_huge_orders_under_the_zero_prefix():
     res = walk_radix_tree(pages.__getitem__, enc.root, keys=True)
     assert [decode_key(k) for k in res.keys] == sorted(blocks, key=lambda b: (-b[1], b[0]))
     assert {(phys, order) for phys, _, order in res.ranges} == set(blocks)
+
+
+# --- the native scanner (kho_inspect/_radixscan.c) against the Python one ----
+#
+# The tests above run whichever scanner is in use (the native one when it is
+# built, unless KHO_INSPECT_PURE=1); these run both on the same input.
+
+needs_native = pytest.mark.skipif(
+    radix._NATIVE is None, reason="kho_inspect._radixscan is not built (no C compiler)")
+
+
+@contextmanager
+def scanner(native: bool) -> Iterator[None]:
+    """Run the walks with the native scanner or the pure-Python one."""
+    saved = radix._native
+    radix._native = radix._NATIVE if native else None
+    try:
+        yield
+    finally:
+        radix._native = saved
+
+
+def both(fn):
+    """``fn()`` with the Python scanner, then with the native one: each
+    result, or the exception's type and message, and the pages read."""
+    results = []
+    for native in (False, True):
+        with scanner(native):
+            try:
+                results.append(fn())
+            except CorruptTreeError as exc:
+                results.append((type(exc.__cause__), str(exc)))
+    return results
+
+
+def c_compiler() -> Optional[str]:
+    cc = sysconfig.get_config_var("CC")
+    return shutil.which(shlex.split(cc)[0]) if cc else None
+
+
+def test_native_scanner_is_built_and_in_use():
+    """Where a C compiler is (CI), the package must have built the scanner
+    and use it: a silent fall-back to pure Python fails here."""
+    if radix._NATIVE is None and not c_compiler():
+        pytest.skip("no C compiler: pure Python is the scanner in use")
+    assert radix._NATIVE is not None, (
+        "kho_inspect._radixscan is not built although a C compiler is there: "
+        "reinstall with `pip install -e .` and read the build log")
+    if os.environ.get("KHO_INSPECT_PURE", "") not in ("", "0"):
+        assert radix._native is None
+        return
+    assert radix._native is radix._NATIVE
+    source = Path(radix.__file__).with_name("_radixscan.c")
+    if source.exists():  # a checkout: the module must not predate its source
+        assert Path(radix._NATIVE.__file__).stat().st_mtime >= source.stat().st_mtime, (
+            f"{radix._NATIVE.__file__} is older than {source}: rebuild with `pip install -e .`")
+
+
+@pytest.mark.parametrize("value, native", [(None, True), ("", True), ("0", True),
+                                           ("1", False), ("yes", False)])
+def test_kho_inspect_pure_selects_the_python_scanner(value, native):
+    env = {k: v for k, v in os.environ.items() if k != "KHO_INSPECT_PURE"}
+    if value is not None:
+        env["KHO_INSPECT_PURE"] = value
+    code = "import kho_inspect.radix as r; print(r._native is not None)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(native and radix._NATIVE is not None)
+
+
+def open_runs():
+    """The run carried into a piece: none, or one that began before it (or,
+    for the wide path, anywhere)."""
+    return st.sampled_from(["none", "before", "any"])
+
+
+@needs_native
+@given(
+    adversarial_bitmaps(max_bytes=3 * 4096),
+    st.lists(st.integers(0, 3 * 4096), max_size=6),
+    leaf_scales() | st.tuples(st.integers(0, 1 << 66), st.integers(0, 70), st.integers(0, 60)),
+    open_runs(),
+    st.integers(0, 1 << 70),
+)
+@SETTINGS
+@example(Bitmap(b"\xff" * 16), [8], (2**64 - (16 << 15), 12, 0), "before", 5)  # ends at 2^64
+@example(Bitmap(b"\xf0\x0f"), [1], (0, 0, 0), "any", 3)  # a run carried from beyond base
+def test_native_scan_bitmap_matches_python(bitmap, cuts, scale, carried, seed):
+    # The same pieces through both scanners, carrying the open run: the same
+    # ranges (same values, plain tuples) and the same run carried out, in
+    # the u64 range and beyond it (base and shift of any size).
+    base, shift, order = scale
+    cuts = sorted({0, len(bitmap), *(c for c in cuts if c <= len(bitmap))})
+    first = {"none": -1, "before": base - seed % (base + 1), "any": seed}[carried]
+    outs = []
+    for scan in (radix._scan_bitmap_py, radix._NATIVE.scan_bitmap):
+        out: List[Tuple[int, int, int]] = []
+        open_run, carried_out = first, []
+        for lo, hi in zip(cuts, cuts[1:]):
+            open_run = scan(bitmap[lo:hi], base + (lo << (shift + 3)), open_run, out, shift, order)
+            carried_out.append(open_run)
+        assert all(type(r) is tuple for r in out)
+        outs.append((out, carried_out))
+    assert outs[0] == outs[1]
+
+
+@needs_native
+@given(adversarial_bitmaps(max_bytes=64))
+@SETTINGS
+def test_native_scan_bitmap_takes_any_buffer_and_sink(bitmap):
+    expected: List[Tuple[int, int, int]] = []
+    radix._scan_bitmap_py(bytes(bitmap), 0x1000, -1, expected, 3, 7)
+    for wrap in (bytearray, memoryview):
+        out = ListSink()
+        radix._NATIVE.scan_bitmap(wrap(bitmap), 0x1000, -1, out, 3, 7)
+        assert out.items == expected
+
+
+class ListSink:
+    """Not a list: something with an append method, as the Python scanner takes."""
+
+    def __init__(self) -> None:
+        self.items: List[Tuple[int, int, int]] = []
+
+    def append(self, item: Tuple[int, int, int]) -> None:
+        self.items.append(item)
+
+
+@needs_native
+@given(
+    st.integers(0, 28),
+    st.sampled_from([table_edge_keys, top_keys]),
+    st.lists(adversarial_bitmaps(nbytes=4096), min_size=4, max_size=4),
+    st.sampled_from(["little", "big"]),
+)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(0, top_keys, [FULL_LEAF_4K] * 4, "little")  # a run up to 2^64
+@example(28, top_keys, [bytes(4096), FULL_LEAF_4K, b"\xfe" + b"\xff" * 4095, bytes(4096)], "big")
+def test_native_walk_matches_python_on_adversarial_leaves(order, where, bitmaps, byteorder):
+    leaf_keys = where(order)
+    bitmaps = bitmaps[len(bitmaps) - len(leaf_keys):]
+    enc, pages = leaf_tree(order, leaf_keys, bitmaps, byteorder)
+    reads = [reader(pages), reader(pages)]
+    it = iter(reads)
+    py, native = both(lambda: walk_radix_tree(next(it), enc.root, byteorder=byteorder, keys=True))
+    assert native == py
+    assert reads[0].counts == reads[1].counts == {p: 1 for p in pages}
+    shift = 12 + order
+    blocks = sum(hi - lo for bitmap in bitmaps for lo, hi in naive_runs(bitmap))
+    assert native.histogram == ({order: blocks} if blocks else {})
+    assert sum(size for _, size, _ in native.ranges) == blocks << shift
+    assert all(type(r) is tuple for r in native.ranges)
+
+
+@needs_native
+@given(runs_strategy(), st.sampled_from([0x7000_0000, 0x1_0000_0000_0000]),
+       st.sampled_from([(), ((0, 52), (1 << 62, 40), (3 << 62, 50), (1 << 63, 29))]))
+@SETTINGS
+def test_native_walk_matches_python_on_random_sets(runs, node_base, huge):
+    # Runs of orders 0..19, with or without blocks under the zero prefix
+    # (orders 29 and up, in the mixed-order leaf the histogram counts apart).
+    enc = RadixTreeEncoder(node_base=node_base)
+    for phys, order in huge:
+        enc.add(phys, order)
+    for phys, count, order in runs:
+        enc.add_blocks(phys, count, order)
+    pages = enc.pages()
+    py, native = both(lambda: walk_radix_tree(pages.__getitem__, enc.root, keys=True))
+    assert native == py
+    assert list(native.histogram) == sorted(native.histogram, reverse=True)
+
+
+@needs_native
+@pytest.mark.parametrize("page_shift", [14, 16])
+def test_native_walk_matches_python_on_other_page_sizes(page_shift):
+    enc = RadixTreeEncoder(page_shift=page_shift)
+    for phys, count, order in [(0, 5, 0), (1 << 40, 70000, 0), (1 << 44, 3, 5), (1 << 45, 9, 13)]:
+        enc.add_blocks(phys << (page_shift - 12), count, order)
+    pages = enc.pages()
+    py, native = both(lambda: walk_radix_tree(pages.__getitem__, enc.root, keys=True,
+                                              page_shift=page_shift))
+    assert native == py
+    assert native.total_blocks == 5 + 70000 + 3 + 9
+
+
+CORRUPTIONS = {
+    "misaligned leaf pointer": lambda pages, t: poke_u64(pages, t[4] + 8 * 32, t[5] + 8),
+    "leaf outside RAM": lambda pages, t: poke_u64(pages, t[4] + 8 * 32, 0x9000_0000),
+    "shared leaf": lambda pages, t: poke_u64(pages, t[4] + 8 * 40, t[5]),
+    "unreadable leaf": lambda pages, t: pages.pop(t[5]),
+    "short leaf": lambda pages, t: pages.__setitem__(t[5], pages[t[5]][:100]),
+    "long leaf": lambda pages, t: pages.__setitem__(t[5], pages[t[5]] + bytes(8)),
+}
+
+
+@needs_native
+@pytest.mark.parametrize("ram", [None, RangeSet([Range(0x7000_0000, 0x10_0000)]),
+                                 lambda phys: 0x7000_0000 <= phys < 0x7010_0000],
+                         ids=["no RAM", "RangeSet", "callable"])
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_native_walk_fails_as_python_does(corruption, ram):
+    # The same error, naming the same path, after reading the same pages once.
+    _, pages, tables = example_tree()
+    for i in range(33, 40):  # more leaves in the same table, before and after the bad one
+        poke_u64(pages, tables[4] + 8 * i, 0x7008_0000 + (i << 12))
+        pages[0x7008_0000 + (i << 12)] = b"\x0f" * 4096
+    CORRUPTIONS[corruption](pages, tables)
+    reads = [reader(pages), reader(pages)]
+    it = iter(reads)
+    py, native = both(lambda: walk_radix_tree(next(it), tables[0], ram=ram))
+    assert native == py
+    assert reads[0].counts == reads[1].counts
+    assert all(n == 1 for n in reads[1].counts.values())
 
 
 # --- corruption -------------------------------------------------------------

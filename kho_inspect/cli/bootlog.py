@@ -3,13 +3,14 @@
 
 import re
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
 from kho_inspect.bootlog import classify_allocations, parse_bootlog
 from kho_inspect.cli.session import Session, output_options, pass_session
 from kho_inspect.errors import InputError, KhoInspectError
+from kho_inspect.model.bootlog import BootLog
 from kho_inspect.model.memblock import FlagTable
 from kho_inspect.model.snapshot import Snapshot
 from kho_inspect.printk import read_kernel_log
@@ -141,3 +142,22 @@ def bootlog(session: Session, file: Optional[str], dmesg: bool, snapshot_file: O
         log = classify_allocations(log, classes)
         notes += _classes_notes(snap)
     emit(fmt, json_object(log, classes, notes), lambda: sections(log, notes, every))
+
+
+def boot_log_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--bootlog FILE`` and ``--dmesg``, as ``check`` and ``report`` take them."""
+    func = click.option("--dmesg", is_flag=True, help="Read this kernel's log from the "
+                        "target's printk buffer instead.")(func)
+    return click.option("--bootlog", "bootlog_file", metavar="FILE",
+                        type=click.Path(dir_okay=False),
+                        help="This kernel's boot log (dmesg, serial console; '-' reads "
+                             "stdin).")(func)
+
+
+def classified_boot_log(current: Snapshot, text: Optional[str]) -> Optional[BootLog]:
+    """The boot log ``text`` parsed with ``current``'s flag names and classified
+    against its scratch classes and preserved memory (``None`` without a log)."""
+    if text is None:
+        return None
+    log = parse_bootlog(text, current.memblock_flags)
+    return classify_allocations(log, allocation_classes(current))

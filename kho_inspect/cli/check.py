@@ -5,19 +5,15 @@ from typing import Optional, Tuple
 
 import click
 
-from kho_inspect.bootlog import classify_allocations, parse_bootlog
 from kho_inspect.checks import catalogue, run_checks, select_rules
-from kho_inspect.cli.bootlog import read_text
+from kho_inspect.cli.bootlog import boot_log_options, classified_boot_log, read_text
 from kho_inspect.cli.session import Session, output_options, pass_session
 from kho_inspect.cli.snapshot import taken_from, write_json
 from kho_inspect.model.base import document
-from kho_inspect.model.bootlog import BootLog
 from kho_inspect.model.check import CHECK_SCHEMA, CHECK_VERSION
-from kho_inspect.model.snapshot import Snapshot
 from kho_inspect.printk import read_kernel_log
 from kho_inspect.render import emit
 from kho_inspect.snapshot import load_snapshot_file, read_snapshot
-from kho_inspect.views.bootlog import allocation_classes
 from kho_inspect.views.check import catalogue_sections, sections, verdict
 from kho_inspect.views.metrics import openmetrics
 
@@ -47,20 +43,10 @@ Real output: docs/examples/check.txt.
 """
 
 
-def _bootlog(current: Snapshot, text: Optional[str]) -> Optional[BootLog]:
-    if text is None:
-        return None
-    log = parse_bootlog(text, current.memblock_flags)
-    return classify_allocations(log, allocation_classes(current))
-
-
 @click.command(epilog=CHECK_EPILOG)
 @click.option("--previous", metavar="FILE", type=click.Path(dir_okay=False),
               help="The snapshot kernel N saved before kexec (kho-inspect snapshot -o FILE).")
-@click.option("--bootlog", "bootlog_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="This kernel's boot log (dmesg, serial console; '-' reads stdin).")
-@click.option("--dmesg", is_flag=True, help="Read this kernel's log from the target's "
-              "printk buffer instead.")
+@boot_log_options
 @click.option("--rule", "rules", metavar="ID", multiple=True,
               help="Run only this rule (repeatable; --list shows the ids).")
 @click.option("--list", "list_rules", is_flag=True,
@@ -88,7 +74,7 @@ def check(session: Session, previous: Optional[str], bootlog_file: Optional[str]
         text = read_kernel_log(prog)
     current = read_snapshot(prog, taken_from=taken_from(session), strict=session.debug,
                             log=text if dmesg else None)
-    report = run_checks(current, prev, _bootlog(current, text), only)
+    report = run_checks(current, prev, classified_boot_log(current, text), only)
     doc = document(CHECK_SCHEMA, CHECK_VERSION, report.to_json())
     if output:
         write_json(output, doc)

@@ -8,9 +8,8 @@ from typing import Any, Dict, Optional
 import click
 
 from kho_inspect import __version__
-from kho_inspect.bootlog import classify_allocations, parse_bootlog
 from kho_inspect.checks import run_checks
-from kho_inspect.cli.bootlog import read_text
+from kho_inspect.cli.bootlog import boot_log_options, classified_boot_log, read_text
 from kho_inspect.cli.session import Session, pass_session
 from kho_inspect.cli.snapshot import taken_from
 from kho_inspect.errors import InputError
@@ -20,7 +19,6 @@ from kho_inspect.printk import read_kernel_log
 from kho_inspect.report import FILES, ReportInputs, build
 from kho_inspect.report.summary import trace_summary
 from kho_inspect.snapshot import load_snapshot_file, read_snapshot
-from kho_inspect.views.bootlog import allocation_classes
 
 __all__ = ("report",)
 
@@ -56,8 +54,7 @@ def _bootlog(session: Session, current: Snapshot, path: Optional[str],
     if path is None and not dmesg:
         return None
     text = read_text(path) if path is not None else read_kernel_log(session.program())
-    return classify_allocations(parse_bootlog(text, current.memblock_flags),
-                                allocation_classes(current))
+    return classified_boot_log(current, text)
 
 
 def _trace(path: Optional[str]) -> Optional[Dict[str, Any]]:
@@ -93,10 +90,7 @@ def _sources(**paths: Optional[str]) -> Dict[str, str]:
               help="Report on this saved snapshot instead of the target.")
 @click.option("--previous", metavar="FILE", type=click.Path(dir_okay=False),
               help="The snapshot kernel N saved before kexec (kho-inspect snapshot -o FILE).")
-@click.option("--bootlog", "bootlog_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="This kernel's boot log (dmesg, serial console; '-' reads stdin).")
-@click.option("--dmesg", is_flag=True, help="Read this kernel's log from the target's "
-              "printk buffer instead.")
+@boot_log_options
 @click.option("--trace", "trace_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="A trace file to summarise (JSON with an \"events\" list).")
 @click.option("--no-redact", is_flag=True,

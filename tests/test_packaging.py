@@ -17,8 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # *.egg-info in the checkout.
 INPUTS = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
           "kho_inspect", "vm")
-# What the lab reads at run time from vm/, shipped as kho_inspect/_vm/ (see kho_inspect.lab).
-LAB_FILES = ("guest/init", "guest/scenario.py", "lab.config", "rootfs.packages", "ci-deps.sh")
+# What the lab reads at run time from vm/, shipped as kho_inspect/_vm/ (see kho_inspect.lab):
+# the patch series of every patched lab kernel included.
+PATCHES = tuple(sorted(p.relative_to(ROOT / "vm").as_posix()
+                       for p in (ROOT / "vm" / "patches").glob("*/*.patch")))
+LAB_FILES = ("guest/init", "guest/scenario.py", "lab.config", "rootfs.packages", "ci-deps.sh",
+             *PATCHES)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,27 @@ def test_lab_files_ship_as_package_data(wheel: Path, members: Dict[str, zipfile.
             assert name in members, name
             assert z.read(name) == (ROOT / "vm" / rel).read_bytes(), name
     assert members["kho_inspect/_vm/guest/init"].external_attr >> 16 & 0o111
+    assert len(PATCHES) >= 5, PATCHES
+
+
+def test_lab_finds_the_patches_in_the_installed_package(wheel: Path, tmp_path: Path):
+    """Every patched lab kernel's series is found from the wheel, in order."""
+    site = tmp_path / "site-packages"
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    code = ("from kho_inspect.lab.kernel import LAB_KERNELS, patch_files\n"
+            "for k in LAB_KERNELS.values():\n"
+            "    print(k.name, *[p.relative_to(p.parents[2]).as_posix()"
+            " for p in patch_files(k.build)])")
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
+                           f"{str(site)!r})\n{code}"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) if " " in line else (line, "")
+                 for line in proc.stdout.splitlines())
+    assert lines["7.3"] == ""
+    expected = " ".join(p for p in PATCHES if p.startswith("patches/7.3+unpreserved/"))
+    assert lines["7.3+unpreserved"] == lines["7.3+unpreserved-broken"] == expected
 
 
 def test_wheel_metadata(wheel: Path, members: Dict[str, zipfile.ZipInfo]):

@@ -9,7 +9,7 @@
 # /etc/apt.
 set -eu
 pkgs=(qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring flex bison bc
-      libelf-dev libssl-dev dwarves cpio xz-utils zstd kmod rsync make gcc swig
+      libelf-dev libssl-dev dwarves cpio xz-utils zstd kmod rsync make gcc swig patch
       python3-venv)
 need=()
 for pkg in "${pkgs[@]}"; do

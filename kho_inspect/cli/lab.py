@@ -15,6 +15,7 @@ import click
 
 from kho_inspect.cli.session import output_options
 from kho_inspect.errors import EXIT_VIOLATIONS
+from kho_inspect.lab.kernel import KERNEL_NAMES, PLAIN
 from kho_inspect.render import emit
 
 __all__ = ("lab", "LabLogHandler")
@@ -26,7 +27,9 @@ PROGRESS_LOGGER = "kho_inspect.lab.kernel.progress"
 LAB_EPILOG = """\b
 Examples:
   kho-inspect lab build                       # fetch linux-source-7.3, build kernel + rootfs
+  kho-inspect lab build --kernel 7.3+unpreserved   # the patched kernel (incremental)
   kho-inspect lab run --out lab-out           # cold boot, one KHO kexec, kho-inspect in both
+  kho-inspect lab run --out lab-out --kernel 7.3+unpreserved-broken --hops 2
   kho-inspect lab run --out lab-out --hops 2 --memory 6G --cores \\
       --append "hugepagesz=1G hugepages=2 memblock=debug"
   kho-inspect lab run --out lab-out --kernel-dir ~/linux/build   # your own kernel tree
@@ -41,6 +44,8 @@ Examples:
       --append "hugepagesz=1G hugepages=2 memblock=debug"
   kho-inspect lab run --out lab-out --numa 2 --cpus 2 --accel tcg
   kho-inspect lab run --out lab-out --kernel-dir ~/linux/build --timeout 900
+  kho-inspect lab run --out lab-out --hops 2 --kernel 7.3+unpreserved \\
+      --append "hugepagesz=1G hugepages=2 memblock=debug"
   kho-inspect lab run --out lab-out --hops 2 --stage-append n1="reserve_mem=64M:4K:late"
   kho-inspect lab run --out lab-out --memfd-size 256M --json > summary.json
 \b
@@ -50,14 +55,31 @@ stage after it does not inherit them unless it is named again.
 \b
 Results: lab-out/summary.json, lab-out/serial.log, lab-out/n0, lab-out/n1, ...
 Exit codes: 0 every stage verified, 1 a stage failed, 2 the lab could not run.
+Real output: docs/examples/lab-run.txt.
+"""
+
+KERNELS_HELP = """\b
+Kernels (--kernel):
+  7.3                     Linux 7.3 from Debian's linux-source-7.3 (the default)
+  7.3+unpreserved         7.3 with vm/patches/7.3+unpreserved: MEMBLOCK_KHO_UNPRESERVED
+                          marks what the previous kernel did not preserve; boot-time
+                          gigantic pages come from that memory only
+  7.3+unpreserved-broken  the same kernel with kho_lab_hugetlb_in_scratch added to every
+                          stage's command line: boot-time gigantic pages come from KHO
+                          scratch (a deliberate bug, to see the checks fail)
 """
 
 BUILD_EPILOG = """\b
 Examples:
   kho-inspect lab build                  # build what is missing (cached in ~/.cache/kho-inspect)
+  kho-inspect lab build --kernel 7.3 --kernel 7.3+unpreserved
   kho-inspect lab build --update-source  # look for a newer linux-source-7.3 first
   kho-inspect lab build --force --jobs 8
-"""
+\b
+A patched kernel builds incrementally from the plain 7.3 build tree (only what
+depends on the patched files), or from scratch when 7.3 was not built here yet.
+Real output: docs/examples/lab-build.txt.
+""" + KERNELS_HELP
 
 SHOW_EPILOG = """\b
 Examples:
@@ -65,6 +87,7 @@ Examples:
   kho-inspect lab show lab-out --stage n1 --command memblock
   kho-inspect lab show lab-out --json       # {"summary", "outputs": {stage: {command: ...}}}
   kho-inspect lab show lab-out --format markdown > lab-report.md
+Real output: docs/examples/lab-show.txt.
 """
 
 
@@ -116,25 +139,38 @@ def lab() -> None:
 
 
 @lab.command(epilog=BUILD_EPILOG)
+@click.option("--kernel", "kernels", multiple=True, type=click.Choice(KERNEL_NAMES),
+              help=f"The lab kernel to build (repeatable; default {PLAIN}; see below).")
 @click.option("--update-source", is_flag=True,
               help="Check trixie-backports for a newer linux-source-7.3 first.")
 @click.option("--force", is_flag=True, help="Rebuild the kernel and the root filesystem.")
 @click.option("--jobs", "-j", type=int, default=None, help="make -j (default: CPUs + 1).")
-def build(update_source: bool, force: bool, jobs: Optional[int]) -> None:
-    """Build the lab kernel and the guest root filesystem if missing."""
+def build(kernels: Tuple[str, ...], update_source: bool, force: bool,
+          jobs: Optional[int]) -> None:
+    """Build the lab kernels and the guest root filesystem if missing."""
     from kho_inspect.lab.kernel import ensure_kernel
     from kho_inspect.lab.rootfs import ensure_rootfs
 
-    kernel = ensure_kernel(update_source=update_source, jobs=jobs, force=force)
+    names = kernels or (PLAIN,)
+    lines = []
+    for name in names:
+        kernel = ensure_kernel(name, update_source=update_source, jobs=jobs, force=force)
+        update_source = False  # looked up once
+        lines += [f"kernel   {name}"] if len(names) > 1 else []
+        lines += [f"bzImage  {kernel.bzimage}", f"vmlinux  {kernel.vmlinux}"]
     rootfs = ensure_rootfs(force=force)
-    click.echo(f"bzImage  {kernel.bzimage}\nvmlinux  {kernel.vmlinux}\nrootfs   {rootfs.path}")
+    click.echo("\n".join([*lines, f"rootfs   {rootfs.path}"]))
 
 
-@lab.command(epilog=RUN_EPILOG)
+@lab.command(epilog=RUN_EPILOG + KERNELS_HELP)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Artifacts directory (its previous lab results are replaced).")
+@click.option("--kernel", "kernel", type=click.Choice(KERNEL_NAMES), default=None,
+              help=f"The lab kernel to boot (default {PLAIN}; built if missing). "
+                   "7.3+unpreserved-broken adds kho_lab_hugetlb_in_scratch to every "
+                   "stage's command line (see below).")
 @click.option("--kernel-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Use this kernel build tree (bzImage + vmlinux) instead of the lab's.")
+              help="Use this kernel build tree (bzImage + vmlinux) instead of a lab kernel.")
 @click.option("--memory", default="6G", show_default=True, help="Guest RAM (QEMU -m).")
 @click.option("--cpus", default=2, show_default=True, type=int, help="Guest CPUs.")
 @click.option("--numa", default=0, show_default=True, type=int,
@@ -155,17 +191,21 @@ def build(update_source: bool, force: bool, jobs: Optional[int]) -> None:
 @click.option("--memfd-size", default="64M", show_default=True, metavar="SIZE",
               help="Size of the memfd each stage preserves through /dev/liveupdate.")
 @output_options
-def run(out: Path, kernel_dir: Optional[Path], memory: str, cpus: int, numa: int, append: str,
-        hops: int, accel: str, timeout: float, cores: bool, commands: Tuple[str, ...],
-        stage_append: Tuple[str, ...], memfd_size: str, fmt: str) -> None:
+def run(out: Path, kernel: Optional[str], kernel_dir: Optional[Path], memory: str, cpus: int,
+        numa: int, append: str, hops: int, accel: str, timeout: float, cores: bool,
+        commands: Tuple[str, ...], stage_append: Tuple[str, ...], memfd_size: str,
+        fmt: str) -> None:
     """Run the handover scenario: boot, preserve memory, kexec with KHO, inspect each kernel."""
     from kho_inspect.lab.results import problems, serial_tail
     from kho_inspect.lab.run import RunOptions, parse_stage_append, run_lab
     from kho_inspect.views.lab import run_section
 
-    opts = RunOptions(out=out, kernel_dir=kernel_dir, memory=memory, cpus=cpus, numa=numa,
-                      append=append, stage_append=parse_stage_append(stage_append), hops=hops,
-                      accel=accel, timeout=timeout, cores=cores, memfd_size=memfd_size)
+    if kernel and kernel_dir:
+        raise click.UsageError("--kernel and --kernel-dir are mutually exclusive")
+    opts = RunOptions(out=out, kernel_dir=kernel_dir, kernel=kernel or PLAIN, memory=memory,
+                      cpus=cpus, numa=numa, append=append,
+                      stage_append=parse_stage_append(stage_append), hops=hops, accel=accel,
+                      timeout=timeout, cores=cores, memfd_size=memfd_size)
     if commands:
         opts.commands = tuple(commands)
     summary = run_lab(opts)

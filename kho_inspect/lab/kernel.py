@@ -446,6 +446,7 @@ def ensure_kernel(name: str = PLAIN, update_source: bool = False, jobs: Optional
         return kernel
     require_tools(BUILD_TOOLS + (PATCH_TOOLS if patches else ()))
     jobs = jobs or (os.cpu_count() or 1) + 1
+    _drop_old_tree()
     if not patches:
         return _build_plain(src, version, fragment, key, jobs)
     return _build_patched(build, patches, src, version, fragment, key, jobs)
@@ -466,7 +467,6 @@ def _build_plain(src: Path, version: str, fragment: str, key: str, jobs: int) ->
     configure(src, tree, fragment)
     seconds, steps = _make(src, tree, jobs, _expected_steps(incremental=False))
     (tree / TREE_KEY).write_text(key + "\n")
-    _drop_old_tree()
     return _store(tree, key, version, seconds, steps, {"name": PLAIN, "incremental": False})
 
 

@@ -39,8 +39,20 @@ def _stage_row(name: str, st: Mapping[str, Any], before_kexec: bool) -> List[str
     return row
 
 
+def _lab_kernel_notes(kernel: Optional[Mapping[str, Any]]) -> List[str]:
+    """The lab kernel by name and the words it adds to every command line."""
+    if not kernel:
+        return []
+    notes = [f"lab kernel {kernel['name']}: {kernel['description']}"]
+    if kernel.get("cmdline"):
+        notes.append("every stage boots with the lab kernel's words: "
+                     + " ".join(kernel["cmdline"]))
+    return notes
+
+
 def _run_notes(summary: Mapping[str, Any]) -> List[str]:
     notes = [f"kernel {summary['bzImage']}",
+             *_lab_kernel_notes(summary.get("lab_kernel")),
              f"accel {summary['accel']}, {summary['memory_mib']} MiB, {summary['cpus']} CPUs, "
              f"hops {summary['hops']}"]
     for stage, words in (summary.get("stage_append") or {}).items():

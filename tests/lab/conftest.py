@@ -17,7 +17,9 @@ Every test reads that run's artifacts. Nothing here skips: where QEMU can start
 
 ``KHO_LAB_OUT=DIR`` keeps the artifacts in ``DIR`` (default: a pytest temp
 directory); ``KHO_LAB_REUSE=1`` with it reuses a finished run instead of
-starting a new one (for iterating on the assertions only).
+starting a new one (for iterating on the assertions only). Other modules' session
+runs (one per lab kernel, e.g. test_unpreserved.py) keep theirs in ``DIR-<name>``
+(:func:`session_out`, :func:`reused`).
 """
 
 import json
@@ -25,7 +27,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import pytest
 
@@ -66,21 +68,39 @@ class LabRun:
         return self.summary["vmlinux"]
 
 
-def _run_lab(out: Path) -> LabRun:
-    argv = [sys.executable, "-m", "kho_inspect", "lab", "run", "--out", str(out), *LAB_ARGS]
+def run_lab_cli(out: Path, args: Sequence[str] = LAB_ARGS) -> LabRun:
+    """``kho-inspect lab run --out OUT ARGS`` in a child process."""
+    argv = [sys.executable, "-m", "kho_inspect", "lab", "run", "--out", str(out), *args]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sys.stderr.write(proc.stdout[-6000:])
     return LabRun(out, proc.returncode, proc.stdout)
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
+def session_out(tmp_path_factory: pytest.TempPathFactory, name: str = "") -> Path:
+    """The directory of a session run: ``$KHO_LAB_OUT`` (``$KHO_LAB_OUT-<name>`` for a
+    named run) when set, else a pytest temp directory."""
     keep = os.environ.get("KHO_LAB_OUT")
-    out = Path(keep) if keep else tmp_path_factory.mktemp("lab")
-    if keep and os.environ.get("KHO_LAB_REUSE") and (out / "summary.json").is_file():
+    if keep:
+        return Path(f"{keep}-{name}" if name else keep)
+    return tmp_path_factory.mktemp(name or "lab")
+
+
+def reused(out: Path) -> Optional[LabRun]:
+    """The finished run in ``out`` when ``KHO_LAB_OUT`` and ``KHO_LAB_REUSE`` ask for it."""
+    if os.environ.get("KHO_LAB_OUT") and os.environ.get("KHO_LAB_REUSE") \
+            and (out / "summary.json").is_file():
         return LabRun(out, 0 if json.loads((out / "summary.json").read_text())["ok"] else 1,
                       "(reused)")
-    run = _run_lab(out)
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
+    out = session_out(tmp_path_factory)
+    previous = reused(out)
+    if previous is not None:
+        return previous
+    run = run_lab_cli(out)
     assert run.summary, f"lab run wrote no summary.json (exit {run.returncode}):\n" \
                         f"{run.output[-3000:]}"
     return run

@@ -45,6 +45,7 @@ __all__ = (
     "parse_bootlog",
     "classify_allocations",
     "classify_range",
+    "starts_at_boot",
 )
 
 WINDOW_START = "KHO: found kexec handover data."
@@ -64,6 +65,12 @@ _REQUEST = re.compile(
     r"alloc_hugetlb)): (\d+) bytes(.*) (\S+)\s*$")
 _NID = re.compile(r"\bnid=(-?\d+)")
 _BOOT_START = "Linux version"
+
+
+def starts_at_boot(lines: Sequence[str]) -> bool:
+    """Whether a log holds its boot: the ``Linux version`` banner near its top (a log
+    buffer that wrapped lost it)."""
+    return any(_BOOT_START in line for line in lines[:50])
 
 
 def _symbol(pS: str) -> str:
@@ -165,13 +172,12 @@ def parse_bootlog(text: str, flags: Optional[FlagTable] = None) -> BootLog:
             pairing.request(match, line)
     if pairing.pending is not None:
         pairing.unpaired.append(pairing.pending[3])
-    head = lines[:50]
     return BootLog(
         window=window,
         allocations=tuple(pairing.allocations),
         unpaired=tuple(pairing.unpaired),
         lines=len(lines),
-        truncated=bool(lines) and not any(_BOOT_START in line for line in head),
+        truncated=bool(lines) and not starts_at_boot(lines),
     )
 
 

@@ -33,6 +33,7 @@ from kho_inspect.activation import (
     inactive_error,
     log_lines,
 )
+from kho_inspect.bootlog import starts_at_boot
 from kho_inspect.errors import (
     DebugInfoError,
     KhoInspectError,
@@ -45,7 +46,7 @@ from kho_inspect.memblock import read_memblock, read_reserve_mem
 from kho_inspect.model.diagnosis import KhoActivation
 from kho_inspect.model.memblock import MemblockState
 from kho_inspect.model.snapshot import CmaRegion
-from kho_inspect.pageblock import _max_page_order
+from kho_inspect.pageblock import max_page_order
 from kho_inspect.preserved import ram_ranges
 from kho_inspect.printk import read_kernel_log
 from kho_inspect.ranges import Range
@@ -109,12 +110,12 @@ def scratch_alignment(prog: Program) -> Optional[int]:
     """``SCRATCH_ALIGNMENT_BYTES`` = ``PAGE_SIZE << MAX_PAGE_ORDER``
     (kernel/liveupdate/kexec_handover.c:50)."""
     try:
-        return prog["PAGE_SIZE"].value_() << _max_page_order(prog)
+        return prog["PAGE_SIZE"].value_() << max_page_order(prog)
     except _READ_ERRORS:
         return None
 
 
-def _cma_ranges(cma: drgn.Object, page_shift: int) -> Tuple[Range, ...]:
+def cma_ranges(cma: drgn.Object, page_shift: int) -> Tuple[Range, ...]:
     # 7.3: cma->ranges[:nranges] (multi-range CMA); before: cma->base_pfn, count.
     try:
         count = cma.nranges.value_()
@@ -146,7 +147,7 @@ def read_cma_areas(prog: Program) -> Tuple[CmaRegion, ...]:
             except AttributeError:  # before the node was kept in struct cma
                 nid = None
             nid = None if nid is None or nid < 0 else nid
-            out += [CmaRegion(name, r.base, r.size, nid) for r in _cma_ranges(cma, page_shift)]
+            out += [CmaRegion(name, r.base, r.size, nid) for r in cma_ranges(cma, page_shift)]
     except (drgn.FaultError, ValueError) as e:
         raise MemoryReadError(f"cma_areas[] cannot be read ({e})") from e
     return tuple(out)
@@ -182,7 +183,7 @@ def _log(prog: Program) -> Tuple[Optional[Tuple[str, ...]], Optional[bool]]:
         lines = log_lines(read_kernel_log(prog))
     except MemoryReadError:
         return None, None
-    return lines, any("Linux version" in line for line in lines[:50])
+    return lines, starts_at_boot(lines)
 
 
 def activation_inputs(prog: Program, memblock: Optional[MemblockState] = None,

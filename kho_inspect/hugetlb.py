@@ -44,7 +44,7 @@ from drgn.helpers.linux.mmzone import for_each_online_pgdat
 from drgn.helpers.linux.nodemask import for_each_node_state
 
 from kho_inspect.bootlog import parse_bootlog
-from kho_inspect.diagnosis import _cma_ranges
+from kho_inspect.diagnosis import cma_ranges
 from kho_inspect.errors import (
     KhoInspectError,
     MemoryReadError,
@@ -60,7 +60,7 @@ from kho_inspect.model.hugetlb import (
     HugePage,
     HugetlbReport,
 )
-from kho_inspect.pageblock import _max_page_order
+from kho_inspect.pageblock import max_page_order
 from kho_inspect.printk import read_kernel_log
 from kho_inspect.ranges import Range, RangeSet
 from kho_inspect.target import byteorder, find_variable
@@ -269,7 +269,7 @@ def _cma_areas(prog: Program, numa: bool) -> List[CmaArea]:
             cma = Object(prog, table.type_.type, pointer)
             name = cma.name.string_().decode(errors="replace")
             areas += [CmaArea(r.base, r.size, nid if numa else None, name)
-                      for r in _cma_ranges(cma, page_shift)]
+                      for r in cma_ranges(cma, page_shift)]
     except drgn.FaultError as e:
         raise MemoryReadError(f"hugetlb_cma[] cannot be read ({e.message})") from e
     return areas
@@ -457,7 +457,7 @@ class _Hstate:
 def _scan(prog: Program, hstates: Sequence[Object], numa: bool,
           walker: _FolioLists) -> List[_Hstate]:
     page_shift = prog["PAGE_SHIFT"].value_()
-    max_order = _max_page_order(prog)
+    max_order = max_page_order(prog)
     nodes = _memory_nodes(prog, numa)
     out = []
     for h in hstates:

@@ -33,6 +33,7 @@ from kho_inspect.ranges import Range
 
 __all__ = (
     "SectionUsemaps",
+    "max_page_order",
     "migratetype_runs",
     "pageblock_layout",
 )
@@ -113,7 +114,7 @@ def _pageblock_order(prog: Program, page_shift: int) -> Tuple[int, str]:
     max_source = "CONFIG_PAGE_BLOCK_MAX_ORDER"
     if max_order is None:
         # PAGE_BLOCK_MAX_ORDER defaults to MAX_PAGE_ORDER = NR_PAGE_ORDERS - 1.
-        max_order = _max_page_order(prog)
+        max_order = max_page_order(prog)
         max_source = "MAX_PAGE_ORDER"
     if not _has_huge_pages(prog):
         return max_order, f"{max_source}={max_order} (no huge pages)"
@@ -123,7 +124,7 @@ def _pageblock_order(prog: Program, page_shift: int) -> Tuple[int, str]:
     return min(pmd_order, max_order), f"min(HPAGE_PMD_ORDER={pmd_order}, {max_source}={max_order})"
 
 
-def _max_page_order(prog: Program) -> int:
+def max_page_order(prog: Program) -> int:
     free_area = prog.type("struct zone").member("free_area").type
     return free_area.length - 1
 

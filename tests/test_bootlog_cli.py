@@ -37,7 +37,7 @@ def test_dmesg_is_classified_against_the_target(capsys, n1):
     obj = _json(capsys, Session(program_=n1.prog), "--dmesg")
     assert obj["window"] == {"start_line": 3, "end_line": 6, "closed": True}
     assert obj["allocations"] == [ALLOCATION]
-    assert set(obj["classes"]) == {"original", "extended", "preserved"}
+    assert set(obj["classes"]) == {"original", "extended", "first-mib", "preserved"}
     assert obj["notes"] == [] and obj["truncated"] is False
 
 

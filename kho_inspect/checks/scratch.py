@@ -23,7 +23,7 @@ from typing import List, Sequence, Tuple
 from kho_inspect.checks.context import GIB, NEEDS_PREVIOUS, Context, Spans, ranges_text
 from kho_inspect.checks.registry import Outcome, Skip, rule
 from kho_inspect.model.check import Evidence
-from kho_inspect.model.scratch import ScratchArea, ScratchReport
+from kho_inspect.model.scratch import ScratchArea, ScratchReport, first_mib_scratch
 from kho_inspect.ranges import Range, RangeSet
 
 __all__ = ("area_owner", "extended_zone", "extended_words", "flagged_memory")
@@ -34,8 +34,6 @@ _EXTEND = (f"{_KHO}:916-917 (KHO_SCRATCH_EXT_BLKSIZE = SZ_1G), :920-951 (kho_ext
            "of the previous kernel touches busy), :954-1043 (kho_extend_scratch() flags the "
            "other blocks)")
 
-X86_REALMODE = Range(0, 1 << 20)
-"""x86 ``reserve_real_mode()`` clears the scratch flag of [0, 1 MiB)."""
 
 
 def area_owner(scratch: ScratchReport, area: ScratchArea) -> str:
@@ -50,9 +48,7 @@ def flagged_memory(ctx: Context, names: Sequence[str]) -> RangeSet:
     zone = RangeSet()
     for name in names:
         zone = zone | state.memory.ranges(name)
-    if ctx.cur.arch in ("x86_64", "x86", "i386"):
-        zone = zone | RangeSet([X86_REALMODE])
-    return zone
+    return zone | first_mib_scratch(ctx.cur.arch)
 
 
 def _area_items(scratch: ScratchReport) -> List[Tuple[Range, str]]:

@@ -36,8 +36,9 @@ window runs from "KHO: found kexec handover data." to memblock_free_all() (the n
 line is SLUB's "HWalign="); every allocation in it must lie in scratch memory.
 \b
 Classes (in this order): original (kho_scratch[]), extended and unpreserved (from
-the memblock flags, where memblock is kept), preserved (what the previous kernel
-handed over, as this kernel sees it), other; "partly a+b" for a range that straddles.
+the memblock flags, where memblock is kept), first-mib (x86: scratch until
+reserve_real_mode() clears it), preserved (what the previous kernel handed over,
+as this kernel sees it), other; "partly a+b" for a range that straddles.
 Without a readable target or --snapshot FILE, classes are "unknown" and flags hex.
 \b
 Real output: docs/examples/bootlog.txt.

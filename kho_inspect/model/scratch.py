@@ -37,6 +37,7 @@ __all__ = (
     "CLASSES",
     "SCRATCH_FLAGS",
     "UNPRESERVED_FLAGS",
+    "X86_FIRST_MIB",
     "CmaCounters",
     "CmaUsage",
     "NodeUse",
@@ -48,6 +49,7 @@ __all__ = (
     "check_notes",
     "classify",
     "first_flag",
+    "first_mib_scratch",
     "flagged_regions",
     "node_use",
 )
@@ -59,6 +61,24 @@ UNPRESERVED_FLAGS: Tuple[str, ...] = ("KHO_UNPRESERVED", "KHO_SCRATCH_EXT")
 """Known names of a separate flag for extended scratch, preferred first."""
 
 CLASSES = ("original", "extended", "unpreserved")
+
+X86_FIRST_MIB = Range(0, 1 << 20)
+"""On x86 the first MiB is scratch for the earliest allocations only:
+``e820__memblock_setup()`` flags it and ``reserve_real_mode()`` clears the flag
+again after the real-mode trampoline got its pages (docs/kernel/kho.md#boot-timeline).
+An allocation there in the scratch-only window is legal though memblock no
+longer shows the flag."""
+
+_X86_ARCHES = ("x86_64", "x86", "i386")
+
+
+def first_mib_scratch(arch: Optional[str]) -> RangeSet:
+    """:data:`X86_FIRST_MIB` on x86 (``arch`` as :attr:`Snapshot.arch`), else empty.
+
+    >>> first_mib_scratch("x86_64"), first_mib_scratch("aarch64")
+    (RangeSet([Range(0x0, 0x100000)]), RangeSet([]))
+    """
+    return RangeSet([X86_FIRST_MIB]) if arch in _X86_ARCHES else RangeSet()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from kho_inspect.model.bootlog import BootAllocation, BootLog
 from kho_inspect.model.snapshot import Snapshot
+from kho_inspect.model.scratch import first_mib_scratch
 from kho_inspect.ranges import RangeSet
 from kho_inspect.render import Section, human_size
 
@@ -24,14 +25,17 @@ __all__ = ("allocation_classes", "allocation_json", "json_object", "sections")
 
 def allocation_classes(snapshot: Snapshot) -> List[Tuple[str, RangeSet]]:
     """``(class, ranges)`` in priority order: original scratch, extended and
-    unpreserved scratch (where memblock is kept), and the memory the previous
-    kernel preserved (as this kernel sees it). Empty classes are left out."""
+    unpreserved scratch (where memblock is kept), on x86 the first MiB (scratch
+    until ``reserve_real_mode()``, :data:`~kho_inspect.model.scratch.X86_FIRST_MIB`),
+    and the memory the previous kernel preserved (as this kernel sees it).
+    Empty classes are left out."""
     out: List[Tuple[str, RangeSet]] = []
     if snapshot.scratch is not None:
         c = snapshot.scratch.classes
         out.append(("original", c.original))
         if snapshot.memblock is not None:
             out += [("extended", c.extended), ("unpreserved", c.unpreserved)]
+        out.append(("first-mib", first_mib_scratch(snapshot.arch)))
     if snapshot.preserved_in is not None:
         out.append(("preserved", snapshot.preserved_in.range_set()))
     return [(name, ranges) for name, ranges in out if ranges]

@@ -76,7 +76,7 @@ def first_mib_scratch(arch: Optional[str]) -> RangeSet:
     """:data:`X86_FIRST_MIB` on x86 (``arch`` as :attr:`Snapshot.arch`), else empty.
 
     >>> first_mib_scratch("x86_64"), first_mib_scratch("aarch64")
-    (RangeSet([Range(0x0, 0x100000)]), RangeSet([]))
+    (RangeSet([[0x0-0xfffff]]), RangeSet([]))
     """
     return RangeSet([X86_FIRST_MIB]) if arch in _X86_ARCHES else RangeSet()
 

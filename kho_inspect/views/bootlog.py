@@ -15,8 +15,8 @@ from collections import Counter
 from typing import Any, Dict, List, Sequence, Tuple
 
 from kho_inspect.model.bootlog import BootAllocation, BootLog
-from kho_inspect.model.snapshot import Snapshot
 from kho_inspect.model.scratch import first_mib_scratch
+from kho_inspect.model.snapshot import Snapshot
 from kho_inspect.ranges import RangeSet
 from kho_inspect.render import Section, human_size
 

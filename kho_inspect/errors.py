@@ -99,7 +99,8 @@ __all__ = (
 EXIT_OK = 0
 EXIT_VIOLATIONS = 1
 EXIT_CANNOT_INSPECT = 2
-EXIT_USAGE = 3
+EXIT_USAGE = EXIT_CANNOT_INSPECT
+"""A usage error (unknown option, bad parameter) is bad input too: exit 2."""
 
 
 def join_or(words: Sequence[str]) -> str:

@@ -161,7 +161,7 @@ def test_cli_writes_the_directory(saved, capsys):
 @pytest.mark.parametrize("args, code, words", [
     (["--trace", "{missing}"], 2, "Cannot read"),
     (["--trace", "{n0}"], 2, "is not a trace"),
-    (["--dmesg"], 3, "--dmesg reads the target"),
+    (["--dmesg"], 2, "--dmesg reads the target"),
     (["--previous", "{trace}"], 2, "is not a kho-inspect/snapshot document"),
 ])
 def test_cli_bad_input(saved, capsys, args, code, words):

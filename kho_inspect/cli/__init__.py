@@ -38,7 +38,7 @@ Targets (debug info is searched in the usual places unless --vmlinux is given):
   kho-inspect --core vmcore --vmlinux vmlinux memblock
   kho-inspect --qemu /tmp/qmp.sock --vmlinux vmlinux kho scratch
 \b
-Exit codes: 0 ok, 1 check failures found, 2 could not inspect, 3 usage error.
+Exit codes: 0 ok, 1 check failures found, 2 bad input or could not inspect.
 """
 
 

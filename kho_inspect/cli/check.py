@@ -37,7 +37,7 @@ early memblock allocations. Rules that need what is not there skip and say why
 (--previous, a boot log, memblock kept after boot, ...).
 \b
 Exit codes: 0 every rule that ran passed, 1 a rule failed, 2 the target could not be
-inspected (or bad input), 3 usage error. The text output ends with the verdict.
+inspected or bad input (usage errors included). The text output ends with the verdict.
 \b
 Real output: docs/examples/check.txt.
 """

@@ -43,7 +43,7 @@ events are counted by kind). Kernel virtual addresses are redacted (shown as <kv
 unless --no-redact is given; physical addresses are shown as they are.
 \b
 Exit codes: 0 every rule that ran passed, 1 a rule failed (the report is written
-either way), 2 the target or an input could not be read, 3 usage error.
+either way), 2 the target or an input could not be read, or bad usage.
 \b
 Real output: docs/examples/report.txt.
 """

@@ -54,8 +54,11 @@ __all__ = (
     "node_use",
 )
 
-SCRATCH_FLAGS: Tuple[str, ...] = ("KHO_SCRATCH", "KHO_BOOTMEM")
-"""Known names (prefix stripped) of the memblock flag on scratch memory."""
+SCRATCH_FLAGS: Tuple[str, ...] = ("KHO_SCRATCH", "KHO_NOPRSRV", "KHO_BOOTMEM")
+"""Known names (prefix stripped) of the memblock flag on scratch memory: 7.3's,
+the 7.4 rename (liveupdate ``next`` commit 05a84ceadf70 ("memblock: rename
+KHO_SCRATCH to KHO_NOPRSRV"), see docs/kernel/series.md) and a spelling after
+the concept's rename to "bootmem"."""
 
 UNPRESERVED_FLAGS: Tuple[str, ...] = ("KHO_UNPRESERVED", "KHO_SCRATCH_EXT")
 """Known names of a separate flag for extended scratch, preferred first."""
@@ -151,7 +154,12 @@ def _nids_under(rng: Range, memory: Sequence[Region]) -> Tuple[Optional[int], ..
 
 
 def first_flag(flags: FlagTable, names: Sequence[str]) -> Optional[str]:
-    """The first of ``names`` that the kernel's flag enum has."""
+    """The first of ``names`` that the kernel's flag enum has.
+
+    >>> renamed = FlagTable({"RSRV_KERN": 0x20, "KHO_NOPRSRV": 0x40})
+    >>> first_flag(renamed, SCRATCH_FLAGS), first_flag(renamed, UNPRESERVED_FLAGS)
+    ('KHO_NOPRSRV', None)
+    """
     return next((n for n in names if flags.has(n)), None)
 
 

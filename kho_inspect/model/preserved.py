@@ -16,7 +16,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from kho_inspect.ranges import Range, RangeSet
 
-__all__ = ("PreservedRow", "PreservedReport")
+__all__ = ("TREELESS_SOURCES", "PreservedRow", "PreservedReport")
+
+TREELESS_SOURCES = ("pages", "reserved")
+"""Sources that find preserved memory without the radix tree."""
 
 PreservedRow = Tuple[int, int, Optional[int]]
 """``(phys, size, order)``; the order is ``None`` where the source has none."""
@@ -51,8 +54,17 @@ class PreservedReport:
         """Every preserved byte, orders merged."""
         return RangeSet(Range(phys, size) for phys, size, _ in self.ranges)
 
+    @property
+    def tree_known(self) -> bool:
+        """Whether this source reads the radix tree (``out``, ``in``); the
+        ``pages`` and ``reserved`` sources never see its pages."""
+        return self.source not in TREELESS_SOURCES
+
     def totals(self) -> Dict[str, Any]:
+        """Counts for the summary; ``tree_pages``/``tree_bytes`` are ``None``
+        where the source does not read the tree (not 0)."""
         page = 1 << self.page_shift
+        tree = len(self.tree_pages) if self.tree_known else None
         by_order = {
             str(order): {"blocks": n, "bytes": n << (self.page_shift + order)}
             for order, n in self.histogram.items()
@@ -61,8 +73,8 @@ class PreservedReport:
             "ranges": len(self.ranges),
             "blocks": sum(self.histogram.values()) if self.histogram else None,
             "bytes": sum(size for _, size, _ in self.ranges),
-            "tree_pages": len(self.tree_pages),
-            "tree_bytes": len(self.tree_pages) * page,
+            "tree_pages": tree,
+            "tree_bytes": None if tree is None else tree * page,
             "by_order": by_order,
         }
 

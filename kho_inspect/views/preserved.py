@@ -37,9 +37,13 @@ def _orders(report: PreservedReport) -> Section:
              human_size(n << (report.page_shift + order)))
             for order, n in report.histogram.items()]
     blocks = "-" if totals["blocks"] is None else totals["blocks"]
+    if totals["tree_pages"] is None:
+        tree = f"the radix tree is not read from source {report.source}"
+    else:
+        tree = (f"the tree itself is {totals['tree_pages']} pages "
+                f"({human_size(totals['tree_bytes'])})")
     notes = [f"Total: {human_size(totals['bytes'])} in {totals['ranges']} ranges, "
-             f"{blocks} blocks; the tree itself is {totals['tree_pages']} pages "
-             f"({human_size(totals['tree_bytes'])})."]
+             f"{blocks} blocks; {tree}."]
     return Section("Per order", ("order", "block", "blocks", "bytes"), rows, notes)
 
 

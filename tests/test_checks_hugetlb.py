@@ -57,6 +57,22 @@ def test_boot_page_in_original_scratch_fails(machine: str) -> None:
     assert ev.klass == "partly original" + (other if m.keep else "")
 
 
+@pytest.mark.parametrize("machine", ALL)
+def test_page_of_unknown_origin_in_original_scratch_fails(machine: str) -> None:
+    # Memblock discarded and no boot log: boot or buddy, both must avoid kho_scratch[].
+    m = MACHINES[machine]
+    cur, _ = handover(m)
+    inside, outside = Range(6 * GIB, GIB), Range(11 * GIB, GIB)
+    pages = [hugepage(inside, "unknown", m), hugepage(outside, "unknown", m)]
+    result = judge("hugetlb-boot-outside-scratch", with_hugetlb(cur, pages))
+    assert result.status == "fail"
+    (ev,) = result.evidence
+    assert ev.range == inside and "kho_scratch[]" in ev.what
+    assert ev.owner.startswith("hugetlb page of unknown origin (1024 MiB")
+    assert "2 of unknown origin" in judge(
+        "hugetlb-boot-outside-scratch", with_hugetlb(cur, pages[1:] * 2)).reason
+
+
 @pytest.mark.parametrize("machine", ["series-v1", "unpreserved"])
 def test_boot_page_in_scratch_flagged_memory_fails_on_flag_kernels(machine: str) -> None:
     # There KHO_SCRATCH marks only the array; a boot page must avoid all of it.

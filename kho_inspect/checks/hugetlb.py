@@ -25,7 +25,7 @@ from kho_inspect.checks.context import Context, Spans, mib, ranges_text
 from kho_inspect.checks.registry import Outcome, Skip, rule
 from kho_inspect.checks.scratch import extended_words, extended_zone
 from kho_inspect.model.diagnosis import DEFAULT_SCRATCH_SCALE
-from kho_inspect.model.hugetlb import HugetlbReport
+from kho_inspect.model.hugetlb import ORIGINS, HugetlbReport
 from kho_inspect.ranges import Range, RangeSet
 
 __all__ = ("scratch_sizing_mode",)
@@ -54,8 +54,9 @@ def _pages(report: HugetlbReport, origin: str) -> List[Item]:
         if page.origin != origin:
             continue
         node = "" if page.node is None else f", node {page.node}"
+        what = "page of unknown origin" if origin == "unknown" else f"{origin} page"
         out.append((Range(page.phys, page.size),
-                    f"hugetlb {origin} page ({mib(page.size)}{node}, {page.state})"))
+                    f"hugetlb {what} ({mib(page.size)}{node}, {page.state})"))
     return out
 
 
@@ -74,7 +75,7 @@ def _cma_areas(report: HugetlbReport) -> List[Item]:
 )
 def hugetlb_aligned(ctx: Context) -> Outcome:
     report = _hugetlb(ctx)
-    items = _pages(report, "boot") + _pages(report, "buddy") + _pages(report, "cma")
+    items = [item for origin in ORIGINS for item in _pages(report, origin)]
     evidence = [ctx.evidence(f"{owner} {rng} is not aligned to its size", rng, owner,
                              expected=rng.size, found=rng.base % rng.size)
                 for rng, owner in items if rng.size and rng.base % rng.size]
@@ -84,7 +85,9 @@ def hugetlb_aligned(ctx: Context) -> Outcome:
 @rule(
     "hugetlb-boot-outside-scratch",
     "No boot-time gigantic page lies in the scratch areas (kho_scratch[]), nor, on kernels "
-    "with an unpreserved flag, in memory flagged with the scratch flag.",
+    "with an unpreserved flag, in memory flagged with the scratch flag. A page of unknown "
+    "origin (boot or buddy: memblock discarded and no boot log) is held to kho_scratch[], "
+    "which both must avoid.",
     f"{_BOOT}; on a cold boot kho_reserve_scratch() runs after hugetlb_bootmem_alloc() "
     "(mm/mm_init.c:2634, :2668) and avoids the pages",
     needs=("hugetlb", "scratch"),
@@ -101,7 +104,15 @@ def hugetlb_boot_outside_scratch(ctx: Context) -> Outcome:
     items = _pages(report, "boot")
     evidence = ctx.hits(_spans(items), zone, lambda r, o, parts: (
         f"{o} {r} lies in {words} at {ranges_text(parts)}"))
-    return Outcome.of(evidence, f"{len(items)} boot-time gigantic pages against {words}")
+    checked = f"{len(items)} boot-time gigantic pages against {words}"
+    unknown = _pages(report, "unknown")
+    if unknown:
+        evidence += ctx.hits(_spans(unknown), ctx.scratch().classes.original,
+                             lambda r, o, parts: (
+                                 f"{o} {r} lies in kho_scratch[] at {ranges_text(parts)}"))
+        checked += (f", and {len(unknown)} of unknown origin against kho_scratch[] (give "
+                    "--bootlog or --dmesg to tell boot pages from runtime ones)")
+    return Outcome.of(evidence, checked)
 
 
 @rule(

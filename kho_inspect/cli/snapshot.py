@@ -57,20 +57,28 @@ def write_json(path: str, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` (``-``: standard output), atomically:
     a reader (or a kexec in the middle) never sees half a file.
 
+    A regular file (or a symbolic link to one, which stays a link) is replaced
+    through a temporary file in its directory; anything else that exists
+    (``/dev/stdout``, a FIFO, a terminal) is written in place, never replaced.
+
     :raises InputError: the file cannot be written.
     """
     text = json.dumps(obj, indent=2) + "\n"
     if path == "-":
         sys.stdout.write(text)
         return
-    directory = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".kho-inspect-", dir=directory)
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".kho-inspect-", dir=os.path.dirname(target))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as e:
         raise InputError(f"Cannot write {path}: {e.strerror}", path=path) from e
 

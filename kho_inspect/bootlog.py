@@ -33,7 +33,7 @@ the target's debug info (or a snapshot), never from a table of values.
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import replace
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from kho_inspect.model.bootlog import BootAllocation, BootLog, BootWindow
 from kho_inspect.model.memblock import FlagTable
@@ -45,6 +45,7 @@ __all__ = (
     "parse_bootlog",
     "classify_allocations",
     "classify_range",
+    "range_classifier",
     "starts_at_boot",
 )
 
@@ -214,6 +215,11 @@ def classify_range(rng: Range, classes: Sequence[Tuple[str, RangeSet]]) -> str:
     'other'
     """
     return _Classes(classes).classify(rng)
+
+
+def range_classifier(classes: Sequence[Tuple[str, RangeSet]]) -> Callable[[Range], str]:
+    """:func:`classify_range` with the lookup built once, for many ranges (a trace)."""
+    return _Classes(classes).classify
 
 
 def classify_allocations(log: BootLog, classes: Iterable[Tuple[str, RangeSet]]) -> BootLog:

@@ -47,6 +47,7 @@ NEEDS_MEMBLOCK = {"scratch-flagged", "extended-granular", "extended-not-cma",
                   "memblock-sane"}
 # Judged on a cold boot only.
 COLD_ONLY = {"scratch-sizing-hugetlb"}
+NEEDS_TRACE = {"trace-preserve-outside-scratch", "trace-contig-outside-scratch"}  # check --trace
 # Judged on a KHO boot only.
 KHO_BOOT_ONLY = {"handover-received", "handover-abi", "chain-metadata", "scratch-inherited",
                  "extended-granular", "extended-not-cma", "extended-no-preserved",
@@ -101,7 +102,7 @@ def test_clean_handover_passes_every_rule_that_runs(machine: str) -> None:
     cur, prev = handover(m)
     report = run_checks(cur, prev, CLEAN_LOG)
     skipped = {r.id for r in report.by_status("skip")}
-    expected = COLD_ONLY | (NEEDS_MEMBLOCK if not m.keep else set())
+    expected = COLD_ONLY | NEEDS_TRACE | (NEEDS_MEMBLOCK if not m.keep else set())
     assert not report.by_status("fail"), [(r.id, r.evidence) for r in report.by_status("fail")]
     assert skipped == expected, {r.id: r.reason for r in report.by_status("skip")}
     assert report.exit_status == 0
@@ -114,8 +115,8 @@ def test_cold_boot_passes_and_skips_what_needs_a_handover(machine: str) -> None:
     report = run_checks(cold(m))
     assert not report.by_status("fail")
     skipped = {r.id: r.reason for r in report.by_status("skip")}
-    assert set(skipped) == KHO_BOOT_ONLY | ({"memblock-sane", "scratch-flagged"}
-                                            if not m.keep else set())
+    assert set(skipped) == KHO_BOOT_ONLY | NEEDS_TRACE | ({"memblock-sane", "scratch-flagged"}
+                                                          if not m.keep else set())
     assert skipped["scratch-inherited"].startswith("this kernel was cold booted")
     assert skipped["handover-received"].startswith("needs --previous")
 

@@ -31,7 +31,7 @@ LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
                  "kho_inspect.kho_fdt", "kho_inspect.kho_status", "kho_inspect.pageblock",
                  "kho_inspect.buddy", "kho_inspect.scratch", "kho_inspect.preserved",
                  "kho_inspect.hugetlb", "kho_inspect.printk", "kho_inspect.snapshot",
-                 "kho_inspect.diagnosis")),
+                 "kho_inspect.diagnosis", "kho_inspect.tracing")),
     ("lab", ("kho_inspect.lab.*",)),
     ("cli", ("kho_inspect.cli.*", "kho_inspect.__main__")),
     ("plugins", ("kho_inspect.drgn_plugin",)),

@@ -16,7 +16,8 @@ One module per concept: :mod:`~kho_inspect.checks.activation` (is KHO on),
 :mod:`~kho_inspect.checks.preserved` (the preserved memory and its radix
 tree), :mod:`~kho_inspect.checks.placement` (kexec segments and early boot
 allocations), :mod:`~kho_inspect.checks.hugetlb` (gigantic pages) and
-:mod:`~kho_inspect.checks.memblock`. The catalogue (:func:`catalogue`) is in
+:mod:`~kho_inspect.checks.memblock` and :mod:`~kho_inspect.checks.trace` (a
+saved run of ``kho-inspect trace``). The catalogue (:func:`catalogue`) is in
 that order; docs/kernel/invariants.md has one section per rule id.
 """
 
@@ -30,6 +31,7 @@ from kho_inspect.checks import (  # noqa: F401  (importing registers the rules)
     placement,
     preserved,
     scratch,
+    trace,
 )
 from kho_inspect.checks.context import Context
 from kho_inspect.checks.registry import RULES, Rule, Skip
@@ -37,11 +39,13 @@ from kho_inspect.errors import InputError
 from kho_inspect.model.bootlog import BootLog
 from kho_inspect.model.check import CheckReport, RuleInfo, RuleResult
 from kho_inspect.model.snapshot import Snapshot
+from kho_inspect.model.trace import TraceRun
 
 __all__ = ("RULES", "catalogue", "run_checks", "run_rule", "select_rules")
 
 # The catalogue order: what a reader meets first is whether KHO works at all.
-_ORDER = ("activation", "chain", "scratch", "preserved", "placement", "hugetlb", "memblock")
+_ORDER = ("activation", "chain", "scratch", "preserved", "placement", "hugetlb", "memblock",
+          "trace")
 
 
 def _ordered() -> List[Rule]:
@@ -84,7 +88,8 @@ def run_rule(item: Rule, ctx: Context) -> RuleResult:
 
 def run_checks(current: Snapshot, previous: Optional[Snapshot] = None,
                bootlog: Optional[BootLog] = None,
-               only: Optional[Iterable[str]] = None) -> CheckReport:
+               only: Optional[Iterable[str]] = None,
+               traced: Optional[TraceRun] = None) -> CheckReport:
     """Judge ``current`` (and its handover from ``previous``) by every rule.
 
     :param current: the kernel checked, usually the running one (N+1).
@@ -92,9 +97,10 @@ def run_checks(current: Snapshot, previous: Optional[Snapshot] = None,
     :param bootlog: ``current``'s boot log parsed by
         :func:`kho_inspect.bootlog.parse_bootlog`.
     :param only: rule ids to run (all if ``None``).
+    :param traced: a saved ``kho-inspect trace`` run on ``current``.
     :raises InputError: ``only`` names a rule that does not exist.
     """
-    ctx = Context(current, previous, bootlog)
+    ctx = Context(current, previous, bootlog, traced)
     results = tuple(run_rule(item, ctx) for item in select_rules(only))
     return CheckReport(
         results=results,

@@ -30,12 +30,14 @@ from kho_inspect.model.memblock import MemblockState, Region
 from kho_inspect.model.preserved import PreservedReport
 from kho_inspect.model.scratch import ScratchReport
 from kho_inspect.model.snapshot import Snapshot
+from kho_inspect.model.trace import TraceRun
 from kho_inspect.ranges import Range, RangeMap, RangeSet
 
 __all__ = (
     "GIB",
     "NEEDS_BOOTLOG",
     "NEEDS_PREVIOUS",
+    "NEEDS_TRACE",
     "COLD_BOOT",
     "NOT_BUILT",
     "MAX_EVIDENCE",
@@ -56,6 +58,7 @@ MAX_EVIDENCE = 1000
 
 NEEDS_PREVIOUS = "needs --previous (the snapshot kernel N saved before kexec)"
 NEEDS_BOOTLOG = "needs --bootlog or --dmesg (a kernel log recorded with memblock=debug)"
+NEEDS_TRACE = "needs --trace (a run of kho-inspect trace saved with -o FILE)"
 NOT_BUILT = "this kernel was built without CONFIG_KEXEC_HANDOVER"
 
 SECTION_WORDS = {
@@ -212,13 +215,15 @@ class Context:
     :param previous: the snapshot kernel N saved before it kexec'd into
         ``current``.
     :param bootlog: ``current``'s boot log, parsed.
+    :param trace: a saved ``kho-inspect trace`` run on ``current``.
     """
 
     def __init__(self, current: Snapshot, previous: Optional[Snapshot] = None,
-                 bootlog: Optional[BootLog] = None) -> None:
+                 bootlog: Optional[BootLog] = None, trace: Optional[TraceRun] = None) -> None:
         self.cur = current
         self.prev = previous
         self.log = bootlog
+        self.trace_run = trace
         self._memory: Optional[RangeMap[Region]] = None
         self._reserved: Optional[RangeMap[Region]] = None
         self._names: Optional[List[Tuple[Range, str]]] = None
@@ -236,6 +241,11 @@ class Context:
         if self.log is None:
             raise Skip(NEEDS_BOOTLOG)
         return self.log
+
+    def trace(self) -> TraceRun:
+        if self.trace_run is None:
+            raise Skip(NEEDS_TRACE)
+        return self.trace_run
 
     def kho_boot(self) -> None:
         """Skip unless the current kernel was booted through KHO."""

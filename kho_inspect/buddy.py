@@ -19,12 +19,10 @@ from typing import Dict, List, Optional
 
 import drgn
 from drgn import Program, offsetof, sizeof
-from drgn.helpers.linux.mm import pfn_to_page
-from drgn.helpers.linux.mmzone import for_each_online_pgdat
-from drgn.helpers.linux.vmstat import zone_page_state
 
 from kho_inspect.model.scratch import CmaUsage
 from kho_inspect.ranges import Range, RangeSet
+from kho_inspect.target import online_pgdats, page0
 
 __all__ = ("FreeListWalk", "read_cma_usage")
 
@@ -52,7 +50,7 @@ class FreeListWalk:
         self.prog = prog
         self.migratetype = migratetype
         self.link = _free_list_offset(prog)
-        self.page0 = pfn_to_page(prog, 0).value_()
+        self.page0 = page0(prog)
         self.page_size = sizeof(prog.type("struct page"))
         self.page_shift = prog["PAGE_SHIFT"].value_()
         self.blocks: List[Range] = []
@@ -102,13 +100,14 @@ def read_cma_usage(prog: Program) -> CmaUsage:
     page = 1 << walk.page_shift
     try:
         free_item = prog["NR_FREE_CMA_PAGES"]
-        for pgdat in for_each_online_pgdat(prog):
+        for pgdat in online_pgdats(prog):
             nid = pgdat.node_id.value_()
             for zone in pgdat.node_zones:
                 if not zone.present_pages.value_():
                     continue
                 totals[nid] = totals.get(nid, 0) + zone.cma_pages.value_() * page
-                frees[nid] = frees.get(nid, 0) + zone_page_state(zone, free_item) * page
+                free = max(zone.vm_stat[free_item].counter.value_(), 0)  # zone_page_state()
+                frees[nid] = frees.get(nid, 0) + free * page
                 walk.zone(zone)
     except (LookupError, AttributeError, drgn.FaultError) as e:
         return CmaUsage(None, totals, frees, (f"The CMA free lists could not be read ({e}), "

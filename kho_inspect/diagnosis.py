@@ -24,7 +24,6 @@ from typing import Callable, Optional, Tuple, TypeVar
 
 import drgn
 from drgn import Architecture, Program
-from drgn.helpers.linux.kconfig import get_kconfig
 
 from kho_inspect.activation import (
     DEFAULT_LOW_LIMIT,
@@ -51,6 +50,7 @@ from kho_inspect.preserved import ram_ranges
 from kho_inspect.printk import read_kernel_log
 from kho_inspect.ranges import Range
 from kho_inspect.scratch import memory_nodes, read_scratch_areas
+from kho_inspect.target import kernel_config
 
 __all__ = (
     "activation_inputs",
@@ -91,7 +91,7 @@ def kdump_kernel(prog: Program) -> Optional[bool]:
 def _enable_default(prog: Program) -> Optional[bool]:
     # CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT, from CONFIG_IKCONFIG's gzip'ed config.
     try:
-        config = get_kconfig(prog)
+        config = kernel_config(prog)
     except (LookupError, ValueError, OSError, EOFError, zlib.error, drgn.FaultError):
         return None
     return config.get("CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT") == "y"

@@ -33,15 +33,10 @@ the counters of every ``struct hstate`` (docs/kernel/hugetlb.md).
   ``struct cma *`` per node.
 """
 
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Object, Program, offsetof, sizeof
-from drgn.helpers.linux.hugetlb import for_each_hstate
-from drgn.helpers.linux.mm import pfn_to_page
-from drgn.helpers.linux.mmzone import for_each_online_pgdat
-from drgn.helpers.linux.nodemask import for_each_node_state
 
 from kho_inspect.bootlog import parse_bootlog
 from kho_inspect.diagnosis import cma_ranges
@@ -63,7 +58,7 @@ from kho_inspect.model.hugetlb import (
 from kho_inspect.pageblock import max_page_order
 from kho_inspect.printk import read_kernel_log
 from kho_inspect.ranges import Range, RangeSet
-from kho_inspect.target import byteorder, find_variable
+from kho_inspect.target import byteorder, find_variable, node_ids, online_pgdats, page0
 
 __all__ = ("read_hugetlb", "boot_allocations")
 
@@ -96,13 +91,13 @@ def boot_allocations(log: BootLog) -> RangeSet:
                     or RSRV_HUGETLB in a.flags or a.caller in BOOTMEM_CALLERS)
 
 
-@dataclass
 class _BootPages:
     """What tells boot-time pages from buddy pages on this kernel."""
 
-    ranges: Optional[RangeSet] = None
-    source: Optional[str] = None
-    why_not: List[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.ranges: Optional[RangeSet] = None
+        self.source: Optional[str] = None
+        self.why_not: List[str] = []
 
 
 def _from_memblock(prog: Program, found: _BootPages) -> None:
@@ -165,8 +160,7 @@ def _boot_pages(prog: Program, has_cma_areas: bool) -> _BootPages:
 # --- the folio lists -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Folio:
+class _Folio(NamedTuple):
     phys: int
     node: Optional[int]
     state: str
@@ -181,7 +175,7 @@ class _FolioLists:
         folio = prog.type("struct folio")
         self.lru = offsetof(folio, "lru")
         self.private = offsetof(folio, "private")
-        self.page0 = pfn_to_page(prog, 0).value_()
+        self.page0 = page0(prog)
         self.page_size = sizeof(prog.type("struct page"))
         self.page_shift = prog["PAGE_SHIFT"].value_()
         self.notes: List[str] = []
@@ -240,7 +234,7 @@ class _Nodes:
 
     def __init__(self, prog: Program) -> None:
         self.spans: List[Tuple[int, int, int]] = []
-        for pgdat in for_each_online_pgdat(prog):
+        for pgdat in online_pgdats(prog):
             nid = pgdat.node_id.value_()
             for zone in pgdat.node_zones:
                 span = zone.spanned_pages.value_()
@@ -410,14 +404,12 @@ def _count_notes(summary: HstateSummary, pages: Sequence[HugePage]) -> List[str]
 
 
 def _hstates(prog: Program) -> List[Object]:
-    hstates = list(for_each_hstate(prog))
-    if not hstates:
-        try:
-            prog["hstates"]
-        except LookupError as e:
-            raise NotInKernelError("This kernel has no hugetlb pages (no hstates: "
-                                   "CONFIG_HUGETLBFS is not set)", name="hstates") from e
-    return hstates
+    try:
+        hstates = prog["hstates"]
+    except LookupError as e:
+        raise NotInKernelError("This kernel has no hugetlb pages (no hstates: "
+                               "CONFIG_HUGETLBFS is not set)", name="hstates") from e
+    return [h.address_of_() for h in hstates[:prog["hugetlb_max_hstate"]]]
 
 
 def _numa(hstates: Sequence[Object]) -> bool:
@@ -430,7 +422,7 @@ def _memory_nodes(prog: Program, numa: bool) -> List[int]:
     if not numa:
         return []
     try:
-        return list(for_each_node_state(prog, prog["N_MEMORY"]))
+        return node_ids(prog, prog["N_MEMORY"])
     except LookupError:
         return []
 
@@ -448,8 +440,7 @@ def read_hugetlb(prog: Program) -> HugetlbReport:
         raise MemoryReadError(f"The hugetlb state cannot be read ({e.message})") from e
 
 
-@dataclass
-class _Hstate:
+class _Hstate(NamedTuple):
     summary: HstateSummary
     folios: List[_Folio]
 

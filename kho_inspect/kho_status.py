@@ -13,8 +13,7 @@ that cannot be read becomes ``None`` and a note; the result is one
 """
 
 import contextlib
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import drgn
 from drgn import Object, Program
@@ -43,9 +42,10 @@ from kho_inspect.target import kernel_release
 __all__ = ("kho_status",)
 
 
-@dataclass(frozen=True)
-class _Side:
-    # What one root FDT (out or in) says: its ABI and its kexec-metadata.
+class _Side(NamedTuple):
+    # What one root FDT (out or in) says: its ABI and its kexec-metadata. (The
+    # private records of the walkers are named tuples: a dataclass costs ~1 ms
+    # to create at import, bench/bench_check.py.)
     compatible: Optional[str] = None
     mem_map: Optional[int] = None
     metadata: Optional[KexecMetadata] = None
@@ -71,8 +71,7 @@ def _side(prog: Program, direction: str) -> _Side:
                  has_metadata=True)
 
 
-@dataclass(frozen=True)
-class _Incoming:
+class _Incoming(NamedTuple):
     # kho_in's members and the incoming root FDT, reconciled.
     kexec_count: Optional[int] = None
     previous_release: Optional[str] = None

@@ -24,12 +24,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import drgn
 from drgn import Program, offsetof, sizeof
-from drgn.helpers.linux.kconfig import get_kconfig
-from drgn.helpers.linux.mmzone import nr_to_section
 
 from kho_inspect.errors import DebugInfoError
 from kho_inspect.model.pageblock import PageblockLayout, PageblockRun, merge_runs, runs_in_section
 from kho_inspect.ranges import Range
+from kho_inspect.target import kernel_config
 
 __all__ = (
     "SectionUsemaps",
@@ -96,7 +95,7 @@ def _pageblock_masks(bits: Mapping[str, int]) -> Tuple[int, int, int]:
 def _kconfig_int(prog: Program, name: str) -> Optional[int]:
     # Needs CONFIG_IKCONFIG; the gzip'ed config may also be unreadable or torn.
     try:
-        return int(get_kconfig(prog)[name])
+        return int(kernel_config(prog)[name])
     except (LookupError, ValueError, OSError, EOFError, zlib.error, drgn.FaultError):
         return None
 
@@ -183,6 +182,22 @@ def pageblock_layout(prog: Program, pageblock_order: Optional[int] = None) -> Pa
     )
 
 
+def _section_root(prog: Program, root: int) -> int:
+    """The address of the first ``struct mem_section`` of SPARSEMEM root ``root``
+    (0 if the root is absent): drgn's ``nr_to_section(root * SECTIONS_PER_ROOT)``."""
+    if root >= prog["NR_SECTION_ROOTS"].value_():
+        return 0
+    mem_section = prog["mem_section"]
+    if mem_section.type_.unaliased_kind() == drgn.TypeKind.POINTER:  # SPARSEMEM_EXTREME
+        mem_section = mem_section.read_()
+        if not mem_section:
+            return 0
+    first = mem_section[root]
+    if first.type_.unaliased_kind() == drgn.TypeKind.POINTER:
+        return first.value_()
+    return first.address_
+
+
 class SectionUsemaps:
     """Reads section usemaps of ``struct mem_section``, each exactly once.
 
@@ -209,10 +224,10 @@ class SectionUsemaps:
             return self._roots[root]
         except KeyError:
             pass
-        first = nr_to_section(self.prog, root * self.per_root)
+        first = _section_root(self.prog, root)
         data = None
-        if first.value_():
-            data = self.prog.read(first.value_(), self.per_root * self.section_size)
+        if first:
+            data = self.prog.read(first, self.per_root * self.section_size)
         self._roots[root] = data
         return data
 

@@ -33,12 +33,10 @@ pages are never reserved, go back to the page allocator at
 import json
 from dataclasses import replace
 from struct import pack, unpack_from
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Program, offsetof, sizeof
-from drgn.helpers.linux.ioport import for_each_resource
-from drgn.helpers.linux.mm import pfn_to_page, virt_to_phys
 
 from kho_inspect.errors import (
     CorruptTreeError,
@@ -62,7 +60,7 @@ from kho_inspect.radix import (
     walk_radix_tree,
 )
 from kho_inspect.ranges import Range, RangeSet
-from kho_inspect.target import byteorder, kernel_release
+from kho_inspect.target import byteorder, direct_map_phys, kernel_release, page0
 
 __all__ = (
     "KHO_PAGE_MAGIC",
@@ -232,13 +230,22 @@ def load_snapshot(path: str) -> PreservedReport:
 # --- drgn -------------------------------------------------------------------
 
 
+def _resources(root: drgn.Object) -> Iterator[drgn.Object]:
+    # drgn's for_each_resource(): root, then each child's subtree in order.
+    yield root
+    child = root.child.read_()
+    while child:
+        yield from _resources(child)
+        child = child.sibling.read_()
+
+
 def _iomem_ram(prog: Program) -> Optional[RangeSet]:
     # The "System RAM" children of iomem_resource (/proc/iomem's top level).
     try:
         root = prog["iomem_resource"].address_of_()
         ranges = [
             Range.from_bounds(res.start.value_(), res.end.value_() + 1)
-            for res in for_each_resource(root)
+            for res in _resources(root)
             if res.parent.value_() == root.value_() and res.name.string_() == b"System RAM"
         ]
     except (LookupError, AttributeError, drgn.FaultError):
@@ -266,7 +273,7 @@ def _phys_of(prog: Program, virt: int, what: str) -> int:
     # without that variable), the outgoing FDT's preserved-memory-map holds
     # the same physical address (kho_out_fdt_setup(), kho_finalize()).
     try:
-        return virt_to_phys(prog, virt).value_()
+        return direct_map_phys(prog, virt)
     except Exception:  # drgn raises a bare Exception when it has no direct map
         pass
     _, _, data = read_root_fdt(prog, "out")
@@ -468,10 +475,10 @@ def read_pages(prog: Program, state: Optional[MemblockState] = None) -> Preserve
     page_shift = prog["PAGE_SHIFT"].value_()
     page_type = prog.type("struct page")
     struct_size, private = sizeof(page_type), offsetof(page_type, "private")
-    page0 = pfn_to_page(prog, 0).value_()
+    first_page = page0(prog)
     heads: List[Tuple[int, int]] = []
     for region in regions:
-        heads.extend(_scan_region(prog, region, page_shift=page_shift, page0=page0,
+        heads.extend(_scan_region(prog, region, page_shift=page_shift, page0=first_page,
                                   struct_size=struct_size, private=private, notes=notes))
     return heads_to_report(heads, page_shift, kernel=kernel_release(prog),
                            notes=_kho_boot_note(prog) + notes)

@@ -11,7 +11,6 @@ read.
 """
 
 import drgn
-from drgn.helpers.linux.printk import get_dmesg
 
 from kho_inspect.errors import MemoryReadError
 
@@ -35,6 +34,11 @@ def read_kernel_log(prog: drgn.Program) -> str:
     cached = prog.cache.get(_CACHE_KEY)
     if cached is not None:
         return cached
+    # Imported here: drgn.helpers.linux imports every helper module (and drgn's
+    # CLI), which costs a third of drgn's whole load of a vmcore; most commands
+    # never read the log (bench/bench_check.py).
+    from drgn.helpers.linux.printk import get_dmesg
+
     try:
         text = get_dmesg(prog).decode("utf-8", errors="replace")
     except (drgn.FaultError, LookupError) as e:

@@ -14,8 +14,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, TextIO
 
-from tabulate import tabulate
-
 __all__ = (
     "FORMATS",
     "Section",
@@ -75,6 +73,51 @@ def dump_json(obj: Any, out: TextIO) -> None:
     out.write("\n")
 
 
+def _plain_cell(cell: Any) -> Optional[str]:
+    """The text tabulate shows for ``cell`` when it is a plain value (``str``,
+    ``int`` or ``None``, one line of printable ASCII), else ``None``."""
+    if cell is None:
+        return ""
+    if not isinstance(cell, (str, int)):
+        return None
+    text = f"{cell}"
+    return text.strip() if text.isascii() and text.isprintable() else None
+
+
+def _simple_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> Optional[str]:
+    """``tabulate(rows, headers, tablefmt="simple", disable_numparse=True)`` for a
+    table of plain cells (see :func:`_plain_cell`; every column then aligns left),
+    else ``None``."""
+    if not headers or not all(isinstance(h, str) and h.isascii() and h.isprintable()
+                              and h == h.strip() for h in headers):
+        return None
+    table = []
+    for row in rows:
+        cells = [_plain_cell(c) for c in row]
+        if len(cells) != len(headers) or None in cells:
+            return None
+        table.append(cells)
+    widths = [max([len(h) + 2] + [len(r[i]) for r in table]) for i, h in enumerate(headers)]
+    lines = [list(headers), ["-" * w for w in widths], *table]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str], tablefmt: str) -> str:
+    """``tabulate(rows, headers, tablefmt, disable_numparse=True)``.
+
+    Plain text tables are drawn here: importing tabulate reads its package
+    metadata and costs more than ``check``'s rules (bench/bench_check.py).
+    """
+    if tablefmt == "simple":
+        text = _simple_table(rows, headers)
+        if text is not None:
+            return text
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=list(headers), tablefmt=tablefmt, disable_numparse=True)
+
+
 def _render_section(sec: Section, fmt: str) -> str:
     parts = []
     if fmt == "markdown":
@@ -83,9 +126,8 @@ def _render_section(sec: Section, fmt: str) -> str:
         parts.append(f"{sec.title}\n{'=' * len(sec.title)}")
     if sec.headers:
         if sec.rows:
-            tablefmt = "github" if fmt == "markdown" else "simple"
-            parts.append(tabulate(sec.rows, headers=list(sec.headers), tablefmt=tablefmt,
-                                  disable_numparse=True))
+            parts.append(_table(sec.rows, sec.headers, "github" if fmt == "markdown"
+                                else "simple"))
         else:
             parts.append("(none)")
     if sec.block:

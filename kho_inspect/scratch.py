@@ -21,8 +21,6 @@ from typing import Dict, List, Optional, Tuple
 
 import drgn
 from drgn import Program
-from drgn.helpers.linux.mm import totalram_pages
-from drgn.helpers.linux.nodemask import for_each_node_state
 
 from kho_inspect.buddy import read_cma_usage
 from kho_inspect.errors import (
@@ -39,6 +37,7 @@ from kho_inspect.model.pageblock import PageblockLayout, PageblockRun, merge_run
 from kho_inspect.model.scratch import CLASSES, ScratchClasses, ScratchReport, build_report, classify
 from kho_inspect.pageblock import SectionUsemaps, pageblock_layout
 from kho_inspect.ranges import Range, RangeSet
+from kho_inspect.target import node_ids
 
 __all__ = (
     "memory_nodes",
@@ -90,7 +89,7 @@ def read_scratch_areas(prog: Program, any_state: bool = False
 def memory_nodes(prog: Program) -> List[int]:
     """The nodes of ``node_states[N_MEMORY]``, ascending ([0] without NUMA data)."""
     try:
-        return list(for_each_node_state(prog, prog["N_MEMORY"]))
+        return node_ids(prog, prog["N_MEMORY"])
     except LookupError:
         return [0]
 
@@ -109,7 +108,11 @@ def _class_runs(prog: Program, classes: ScratchClasses) -> Tuple[
 
 def _totalram_bytes(prog: Program) -> Optional[int]:
     try:
-        return totalram_pages(prog) << prog["PAGE_SHIFT"].value_()
+        try:  # _totalram_pages since Linux v5.0 (an atomic_long_t)
+            pages = prog["_totalram_pages"].counter.value_()
+        except KeyError:
+            pages = prog["totalram_pages"].value_()
+        return pages << prog["PAGE_SHIFT"].value_()
     except (LookupError, drgn.FaultError):
         return None
 

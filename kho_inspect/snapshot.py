@@ -21,12 +21,10 @@ tree and root FDT) is read last, as close to the kexec as possible.
 """
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import drgn
 from drgn import Architecture, Program, ProgramFlags
-from drgn.helpers.linux.mm import virt_to_phys
 
 from kho_inspect.diagnosis import (
     command_line,
@@ -51,7 +49,7 @@ from kho_inspect.model.snapshot import Snapshot, fdt_summary, load_snapshot_docu
 from kho_inspect.preserved import read_outgoing, read_reserved
 from kho_inspect.ranges import Range
 from kho_inspect.scratch import memory_nodes, scratch_report
-from kho_inspect.target import find_variable, kernel_release
+from kho_inspect.target import direct_map_phys, find_variable, kernel_release
 
 __all__ = ("SECTIONS", "image_range", "initrd_range", "load_snapshot_file", "read_snapshot")
 
@@ -79,14 +77,14 @@ def _text(error: BaseException) -> str:
         f"{type(error).__name__}: {error}")
 
 
-@dataclass
 class _Reader:
-    prog: Program
-    wanted: Tuple[str, ...]
-    strict: bool
-    values: Dict[str, Any] = field(default_factory=dict)
-    missing: Dict[str, str] = field(default_factory=dict)
-    corrupt: Dict[str, str] = field(default_factory=dict)
+    def __init__(self, prog: Program, wanted: Tuple[str, ...], strict: bool) -> None:
+        self.prog = prog
+        self.wanted = wanted
+        self.strict = strict
+        self.values: Dict[str, Any] = {}
+        self.missing: Dict[str, str] = {}
+        self.corrupt: Dict[str, str] = {}
 
     def read(self, name: str, reader: Callable[[], Any]) -> Any:
         """``reader()``, or ``None`` with the reason in ``missing``/``corrupt``."""
@@ -186,7 +184,7 @@ def initrd_range(prog: Program) -> Range:
     if not start:
         raise _Missing("booted without an initrd, or the initrd was freed after boot "
                        "(initrd_start is 0)")
-    return Range.from_bounds(virt_to_phys(prog, start).value_(), virt_to_phys(prog, end).value_())
+    return Range.from_bounds(direct_map_phys(prog, start), direct_map_phys(prog, end))
 
 
 # --- sections ---------------------------------------------------------------------------

@@ -17,15 +17,26 @@ Programs are cached per ``(core, qemu, vmlinux)`` within a process, so a batch
 of commands (the lab runs several per kernel) loads debug info once.
 
 It also answers the questions every walker asks of an opened program:
-:func:`kernel_release`, :func:`byteorder` and :func:`find_variable`.
+:func:`kernel_release`, :func:`byteorder` and :func:`find_variable`, and the
+few kernel helpers several walkers share (:func:`page0`,
+:func:`direct_map_phys`, :func:`node_ids`, :func:`online_pgdats`,
+:func:`kernel_config`). These compute what drgn's helpers of the same purpose
+compute (``pfn_to_page``, ``virt_to_phys``, ``for_each_node_state``,
+``for_each_online_pgdat``, ``get_kconfig`` in drgn 0.3.0); the walkers do not
+import ``drgn.helpers.linux`` because that package imports every one of its
+modules (and drgn's CLI) when any of them is first imported, which costs about
+a third of drgn's whole load of a vmcore (bench/bench_check.py).
 """
 
+import contextlib
 import errno
+import gzip
 import os
 import platform
 import stat
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple, Type
+from types import MappingProxyType
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type
 
 import drgn
 
@@ -42,7 +53,13 @@ __all__ = (
     "kernel_release",
     "byteorder",
     "find_variable",
+    "page0",
+    "direct_map_phys",
+    "node_ids",
+    "online_pgdats",
+    "kernel_config",
     "LIVE_PATHS",
+    "COMMAND_PLUGINS",
 )
 
 
@@ -86,17 +103,48 @@ def open_program(spec: TargetSpec) -> drgn.Program:
         return _CACHE[spec]
     except KeyError:
         pass
-    if spec.core:
-        prog = open_core(spec.core)
-    else:
-        prog = drgn.Program()
-        if spec.qemu:
-            _attach_qemu(prog, spec.qemu)
+    with _without_command_plugins():
+        if spec.core:
+            prog = open_core(spec.core)
         else:
-            _attach_live(prog)
+            prog = drgn.Program()
+            if spec.qemu:
+                _attach_qemu(prog, spec.qemu)
+            else:
+                _attach_live(prog)
     load_kernel_debug_info(prog, spec.vmlinux)
     _CACHE[spec] = prog
     return prog
+
+
+COMMAND_PLUGINS = ("builtin_commands", "crash_commands", "kho_inspect")
+"""drgn plugins that only add commands to drgn's own prompt (drgn's built-in and
+crash commands, and kho-inspect's own): they hook nothing into a program, so a
+program opened here does without them. Importing them costs about a third of
+drgn's whole load of a vmcore (bench/bench_check.py)."""
+
+
+@contextlib.contextmanager
+def _without_command_plugins() -> Iterator[None]:
+    """Leave :data:`COMMAND_PLUGINS` out of drgn's plugins, if drgn loads them now.
+
+    drgn loads its plugins once per process, when the first program gets a
+    target, and honours ``DRGN_DISABLE_PLUGINS`` (glob patterns, ``,``-separated)
+    then; the user's own value is kept and extended, and plugins asked for by
+    name with ``DRGN_PLUGINS`` still load.
+    """
+    old = os.environ.get("DRGN_DISABLE_PLUGINS")
+    if old == "*":
+        yield
+        return
+    os.environ["DRGN_DISABLE_PLUGINS"] = ",".join(filter(None, (old, *COMMAND_PLUGINS)))
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DRGN_DISABLE_PLUGINS"]
+        else:
+            os.environ["DRGN_DISABLE_PLUGINS"] = old
 
 
 def _lockdown_mode() -> Optional[str]:
@@ -480,6 +528,102 @@ def byteorder(prog: drgn.Program) -> str:
     """``"little"`` or ``"big"``: the byte order of the target's integers."""
     little = prog.platform is None or prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN
     return "little" if little else "big"
+
+
+def page0(prog: drgn.Program) -> int:
+    """The address of the ``struct page`` of pfn 0 (``pfn_to_page(0)``): ``vmemmap``
+    with ``CONFIG_SPARSEMEM_VMEMMAP``, else ``mem_map - ARCH_PFN_OFFSET`` (flat
+    memory; classic sparsemem has no single array, as for drgn's helper).
+
+    :raises LookupError: neither exists.
+    """
+    try:
+        return prog["vmemmap"].value_()
+    except KeyError:
+        return (prog["mem_map"] - prog["ARCH_PFN_OFFSET"]).value_()
+
+
+def direct_map_phys(prog: drgn.Program, virt: int) -> int:
+    """The physical address of the direct-map address ``virt`` (``__pa()``).
+
+    :raises Exception: drgn cannot find the direct map of this program (it
+        raises a bare ``Exception``, as its ``virt_to_phys()`` does).
+    """
+    try:
+        # What drgn's virt_to_phys() subtracts (drgn/helpers/linux/mm.py).
+        from _drgn import _linux_helper_direct_mapping_offset as offset
+    except ImportError:  # a drgn that moved it: its helper, at its import cost
+        from drgn.helpers.linux.mm import virt_to_phys
+
+        return virt_to_phys(prog, virt).value_()
+    return drgn.Object(prog, "unsigned long", virt - offset(prog)).value_()
+
+
+def node_ids(prog: drgn.Program, state: drgn.Object) -> List[int]:
+    """The NUMA nodes set in ``node_states[state]``, ascending (``for_each_node_state``).
+
+    :param state: ``enum node_states`` (``N_MEMORY``, ``N_ONLINE``, ...)
+    :raises LookupError: the kernel has no ``node_states``.
+    """
+    try:
+        count = prog["nr_node_ids"].value_()
+    except KeyError:  # CONFIG_NUMA=n: nr_node_ids is the macro 1
+        count = 1
+    bits = prog["node_states"][state].bits
+    word_bits = 8 * drgn.sizeof(bits.type_.type)
+    words = bits[:(count + word_bits - 1) // word_bits].value_()
+    return [i * word_bits + j for i, word in enumerate(words)
+            for j in range(min(word_bits, count - i * word_bits)) if word >> j & 1]
+
+
+def online_pgdats(prog: drgn.Program) -> List[drgn.Object]:
+    """The ``struct pglist_data *`` of every online node (``for_each_online_pgdat``).
+
+    :raises LookupError: the kernel has no ``node_states``.
+    """
+    pgdats = []
+    for nid in node_ids(prog, prog["N_ONLINE"]):
+        try:
+            pgdats.append(prog["node_data"][nid])
+        except KeyError:  # CONFIG_NUMA=n
+            pgdats.append(prog["contig_page_data"].address_of_())
+    return pgdats
+
+
+_KCONFIG_KEY = "kho_inspect.target.kconfig"
+
+
+def kernel_config(prog: drgn.Program) -> Mapping[str, str]:
+    """The kernel's build configuration (``CONFIG_IKCONFIG``), option -> value.
+
+    Read once per program (kept in ``prog.cache``).
+
+    :raises LookupError: the kernel was built without ``CONFIG_IKCONFIG``.
+    :raises OSError, EOFError, zlib.error: the gzip'ed data is damaged.
+    """
+    cached = prog.cache.get(_KCONFIG_KEY)
+    if cached is not None:
+        return cached
+    try:
+        start = prog.symbol("kernel_config_data").address
+        size = prog.symbol("kernel_config_data_end").address - start
+    except LookupError:
+        # Before Linux v5.1 the data is a variable between "IKCFG_ST" and "IKCFG_ED\0".
+        try:
+            data = prog["kernel_config_data"]
+        except KeyError:
+            raise LookupError("kernel configuration data not found; kernel must be "
+                              "compiled with CONFIG_IKCONFIG") from None
+        start, size = data.address_ + 8, len(data) - 17
+    config = {}
+    for line in gzip.decompress(prog.read(start, size)).decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            if value:
+                config[name] = value
+    result = MappingProxyType(config)
+    prog.cache[_KCONFIG_KEY] = result
+    return result
 
 
 def find_variable(prog: drgn.Program, names: Iterable[str],

@@ -49,6 +49,7 @@ COMMANDS = {
     "snapshot": "kho_inspect.cli.snapshot:snapshot",
     "check": "kho_inspect.cli.check:check",
     "bootlog": "kho_inspect.cli.bootlog:bootlog",
+    "trace": "kho_inspect.cli.trace:trace",
     "report": "kho_inspect.cli.report:report",
     "diff": "kho_inspect.cli.diff:diff",
     "lab": "kho_inspect.cli.lab:lab",

@@ -29,7 +29,10 @@ any drgn prompt::
     from kho_inspect.checks import run_checks
     run_checks(read_snapshot(prog)).failed
 
-Set ``DRGN_DISABLE_PLUGINS=kho_inspect`` to turn the plugin off.
+Set ``DRGN_DISABLE_PLUGINS=kho_inspect`` to turn the plugin off. Where the
+package is importable but not installed (on ``PYTHONPATH``, as in the lab's
+guest), there is no entry point to find: ``DRGN_PLUGINS=kho_inspect=kho_inspect.drgn_plugin``
+loads the module by name (``lab run --drgn-session`` does so in a real session).
 """
 
 import logging

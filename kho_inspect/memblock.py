@@ -34,8 +34,7 @@ detects that (and arrays that are plainly corrupt) and refuses with
 arrays marked stale.
 """
 
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 import drgn
 from drgn import Object, Program
@@ -134,13 +133,14 @@ class _RegionDecoder:
     def regions(self, records: Iterable[Sequence[int]]) -> Tuple[Region, ...]:
         out = []
         for base, size, flags, *nid in records:
-            node = nid[0] if nid and 0 <= nid[0] < self.nodes else None
+            # Without CONFIG_NUMA there is no memblock_region.nid and
+            # memblock_get_region_node() is 0 for every region (include/linux/memblock.h).
+            node = (nid[0] if 0 <= nid[0] < self.nodes else None) if nid else 0
             out.append(Region(base, size, self._flag_names(flags), node))
         return tuple(out)
 
 
-@dataclass(frozen=True)
-class _Header:
+class _Header(NamedTuple):
     # One struct memblock_type as read: where its array is and how big.
     name: str
     symbol: str

@@ -114,7 +114,7 @@ def _plain_key() -> str:
 # --- names ------------------------------------------------------------------------------
 
 def test_kernel_names():
-    assert KERNEL_NAMES == ("7.3", "7.3+unpreserved", "7.3+unpreserved-broken")
+    assert KERNEL_NAMES == ("7.3", "7.3+unpreserved", "7.3+unpreserved-broken", "7.2", "arm64/7.3")
     broken = lab_kernel("7.3+unpreserved-broken")
     assert broken.build == lab_kernel("7.3+unpreserved").build
     assert broken.cmdline == ("kho_lab_hugetlb_in_scratch",)

@@ -25,16 +25,27 @@ UNITS = sorted((SCRIPTS / "systemd").glob("*.service"))
 INSTALLED = "/usr/local/bin/kho-inspect"
 
 
+def _exec_line(unit: Path, key: str) -> str:
+    """The command line of ``key`` (``ExecStart``) with systemd's ``$$`` unescaped."""
+    line = next(x for x in unit.read_text().splitlines() if x.startswith(f"{key}="))
+    return line.split("=", 1)[1].replace("$$", "$")
+
+
 def _kho_inspect_lines(unit: Path) -> List[List[str]]:
+    """The kho-inspect command lines of ``unit``'s ExecStart and ExecStop, also inside a
+    ``/bin/sh -c`` script (each ``;``/``&&`` part, ``exec`` and redirections dropped)."""
     out = []
-    for line in unit.read_text().splitlines():
-        if not line.startswith(("ExecStart=", "ExecStop=")):
+    for key in ("ExecStart", "ExecStop"):
+        if f"\n{key}=" not in "\n" + unit.read_text():
             continue
-        words = shlex.split(line.split("=", 1)[1])
+        words = shlex.split(_exec_line(unit, key))
+        parts = [words]
         if words[:2] == ["/bin/sh", "-c"]:
-            words = shlex.split(words[2].split("exec ", 1)[-1]) if "exec " in words[2] else []
-        if words and words[0] == INSTALLED:
-            out.append(words[1:])
+            parts = [shlex.split(p) for p in words[2].replace("&&", ";").split(";")]
+        for part in parts:
+            part = part[1:] if part[:1] == ["exec"] else part
+            if part and part[0] == INSTALLED:
+                out.append(part[1:part.index(">")] if ">" in part else part[1:])
     return out
 
 
@@ -134,3 +145,50 @@ def test_wrapper_dry_run_and_usage(tmp_path: Path) -> None:
     assert done.returncode == 0 and not any(c.startswith("kexec") for c in calls)
     bad, _ = _run_wrapper(tmp_path, "--bogus")
     assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
+
+
+# --- the check unit's metrics for node_exporter's textfile collector -------------------------
+
+CHECK_UNIT = SCRIPTS / "systemd" / "kho-inspect-check.service"
+METRICS = '# TYPE kho_inspect_rule_status gauge\nkho_inspect_rule_status{rule="kho-active"} 1\n'
+
+
+def _run_check_unit(tmp_path: Path, rc: int) -> "subprocess.CompletedProcess[str]":
+    """The unit's ExecStart script as systemd runs it, with a stand-in kho-inspect that
+    prints metrics and exits ``rc``, and the unit's paths moved under ``tmp_path``."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    _fake_bin(bindir, "kho-inspect", f"printf '{METRICS}'\n"
+                                     f'echo "$*" > {tmp_path}/args\nexit {rc}\n')
+    script = _exec_line(CHECK_UNIT, "ExecStart").replace(INSTALLED, str(bindir / "kho-inspect"))
+    script = script.replace("/var/lib/kho-inspect", str(tmp_path / "state"))
+    env = dict(os.environ, TEXTFILE_DIR=str(tmp_path / "textfile"))
+    return subprocess.run(shlex.split(script), capture_output=True, text=True, env=env,
+                          timeout=30)
+
+
+def test_check_unit_default_textfile_directory() -> None:
+    assert "Environment=TEXTFILE_DIR=/var/lib/prometheus/node-exporter" in CHECK_UNIT.read_text()
+    [argv] = _kho_inspect_lines(CHECK_UNIT)
+    assert argv[argv.index("--format") + 1] == "openmetrics" and "--output" in argv
+
+
+@pytest.mark.parametrize("rc", [0, 1])
+def test_check_unit_writes_the_metrics_file_whole(tmp_path: Path, rc: int) -> None:
+    """The metrics reach ``kho-inspect.prom`` by a rename (node_exporter reads only
+    ``*.prom``) whether the rules passed or one failed; the exit status stays check's."""
+    done = _run_check_unit(tmp_path, rc)
+    assert done.returncode == rc, done.stderr
+    assert sorted(p.name for p in (tmp_path / "textfile").iterdir()) == ["kho-inspect.prom"]
+    assert (tmp_path / "textfile" / "kho-inspect.prom").read_text() == METRICS
+    assert f"--output {tmp_path}/state/check.json --format openmetrics" in \
+        (tmp_path / "args").read_text()
+
+
+def test_check_unit_keeps_the_last_metrics_when_it_cannot_inspect(tmp_path: Path) -> None:
+    (tmp_path / "textfile").mkdir()
+    (tmp_path / "textfile" / "kho-inspect.prom").write_text("old\n")
+    done = _run_check_unit(tmp_path, 2)
+    assert done.returncode == 2
+    assert [p.name for p in (tmp_path / "textfile").iterdir()] == ["kho-inspect.prom"]
+    assert (tmp_path / "textfile" / "kho-inspect.prom").read_text() == "old\n"

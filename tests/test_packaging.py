@@ -22,6 +22,7 @@ INPUTS = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md",
 PATCHES = tuple(sorted(p.relative_to(ROOT / "vm").as_posix()
                        for p in (ROOT / "vm" / "patches").glob("*/*.patch")))
 LAB_FILES = ("guest/init", "guest/scenario.py", "lab.config", "rootfs.packages", "ci-deps.sh",
+             "guest/init-initramfs", "guest/khoguest.c", "lab-7.2.config", "lab-arm64.config",
              *PATCHES)
 
 

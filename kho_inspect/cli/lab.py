@@ -15,7 +15,7 @@ import click
 
 from kho_inspect.cli.session import output_options
 from kho_inspect.errors import EXIT_VIOLATIONS
-from kho_inspect.lab.kernel import KERNEL_NAMES, PLAIN
+from kho_inspect.lab.kernel import ARCHES, KERNEL_NAMES, PLAIN
 from kho_inspect.render import emit
 
 __all__ = ("lab", "LabLogHandler")
@@ -33,7 +33,7 @@ Examples:
   kho-inspect lab run --out lab-out --hops 2 --memory 6G --cores \\
       --append "hugepagesz=1G hugepages=2 memblock=debug"
   kho-inspect lab run --out lab-out --kernel-dir ~/linux/build   # your own kernel tree
-  kho-inspect lab show lab-out                # the verdicts and kho-inspect output per kernel
+  kho-inspect lab show lab-out                # verdicts, checks and report directories
   kho-inspect --core lab-out/n1/vmcore --vmlinux KERNEL/vmlinux memblock
 """
 
@@ -67,7 +67,14 @@ Kernels (--kernel):
   7.3+unpreserved-broken  the same kernel with kho_lab_hugetlb_in_scratch added to every
                           stage's command line: boot-time gigantic pages come from KHO
                           scratch (a deliberate bug, to see the checks fail)
+  7.2                     Linux 7.2 from Debian's linux-source-7.2 (sid), without
+                          INTEL_TDX_HOST: memblock is discarded after boot
+  arm64/7.3               Linux 7.3 cross-built for arm64 (also: --arch arm64 --kernel 7.3),
+                          booted as qemu-system-aarch64 -M virt -cpu max under TCG
 """
+
+ARCH_HELP = ("The guest's architecture (default x86_64); with arm64, --kernel 7.3 means "
+             "arm64/7.3.")
 
 BUILD_EPILOG = """\b
 Examples:
@@ -83,10 +90,16 @@ Real output: docs/examples/lab-build.txt.
 
 SHOW_EPILOG = """\b
 Examples:
-  kho-inspect lab show lab-out
+  kho-inspect lab show lab-out              # one screen: verdicts, checks, report directories
+  kho-inspect lab show lab-out --all        # and every command's output of every stage
   kho-inspect lab show lab-out --stage n1 --command memblock
   kho-inspect lab show lab-out --json       # {"summary", "outputs": {stage: {command: ...}}}
-  kho-inspect lab show lab-out --format markdown > lab-report.md
+  kho-inspect lab show lab-out --all --format markdown > lab-report.md
+\b
+Without --all, --stage or --command: the verdict, one row per stage (its check
+summary), the report directories (nK/kho-inspect/report: report.md, report.json,
+memory-map.svg) and where the details are. --stage and --command select outputs
+as --all does. --json is always the whole run.
 Real output: docs/examples/lab-show.txt.
 """
 
@@ -141,25 +154,30 @@ def lab() -> None:
 @lab.command(epilog=BUILD_EPILOG)
 @click.option("--kernel", "kernels", multiple=True, type=click.Choice(KERNEL_NAMES),
               help=f"The lab kernel to build (repeatable; default {PLAIN}; see below).")
+@click.option("--arch", type=click.Choice(tuple(ARCHES)), default=None, help=ARCH_HELP)
 @click.option("--update-source", is_flag=True,
-              help="Check trixie-backports for a newer linux-source-7.3 first.")
+              help="Look for a newer Debian source package of each kernel first.")
 @click.option("--force", is_flag=True, help="Rebuild the kernel and the root filesystem.")
 @click.option("--jobs", "-j", type=int, default=None, help="make -j (default: CPUs + 1).")
-def build(kernels: Tuple[str, ...], update_source: bool, force: bool,
+def build(kernels: Tuple[str, ...], arch: Optional[str], update_source: bool, force: bool,
           jobs: Optional[int]) -> None:
-    """Build the lab kernels and the guest root filesystem if missing."""
-    from kho_inspect.lab.kernel import ensure_kernel
-    from kho_inspect.lab.rootfs import ensure_rootfs
+    """Build the lab kernels and the guest root filesystems if missing."""
+    from kho_inspect.lab.kernel import ensure_kernel, lab_kernel
+    from kho_inspect.lab.rootfs import ensure_guest_root
 
     names = kernels or (PLAIN,)
-    lines = []
+    lines, arches = [], []
     for name in names:
-        kernel = ensure_kernel(name, update_source=update_source, jobs=jobs, force=force)
+        lk = lab_kernel(name, arch)
+        kernel = ensure_kernel(lk.name, update_source=update_source, jobs=jobs, force=force)
         update_source = False  # looked up once
-        lines += [f"kernel   {name}"] if len(names) > 1 else []
-        lines += [f"bzImage  {kernel.bzimage}", f"vmlinux  {kernel.vmlinux}"]
-    rootfs = ensure_rootfs(force=force)
-    click.echo("\n".join([*lines, f"rootfs   {rootfs.path}"]))
+        arches += [lk.arch] if lk.arch not in arches else []
+        lines += [f"kernel   {lk.name}"] if len(names) > 1 else []
+        lines += [f"{kernel.bzimage.name:<8} {kernel.bzimage}", f"vmlinux  {kernel.vmlinux}"]
+    for a in arches:
+        root = ensure_guest_root(a, force=force)
+        lines.append(f"{'rootfs' if a == 'x86_64' else 'initrd':<8} {root.path}")
+    click.echo("\n".join(lines))
 
 
 @lab.command(epilog=RUN_EPILOG + KERNELS_HELP)
@@ -169,6 +187,7 @@ def build(kernels: Tuple[str, ...], update_source: bool, force: bool,
               help=f"The lab kernel to boot (default {PLAIN}; built if missing). "
                    "7.3+unpreserved-broken adds kho_lab_hugetlb_in_scratch to every "
                    "stage's command line (see below).")
+@click.option("--arch", type=click.Choice(tuple(ARCHES)), default=None, help=ARCH_HELP)
 @click.option("--kernel-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Use this kernel build tree (bzImage + vmlinux) instead of a lab kernel.")
 @click.option("--memory", default="6G", show_default=True, help="Guest RAM (QEMU -m).")
@@ -190,11 +209,15 @@ def build(kernels: Tuple[str, ...], update_source: bool, force: bool,
                    'n1="reserve_mem=64M:4K:late" (repeatable).')
 @click.option("--memfd-size", default="64M", show_default=True, metavar="SIZE",
               help="Size of the memfd each stage preserves through /dev/liveupdate.")
+@click.option("--drgn-session", is_flag=True,
+              help="In n1, also run drgn's CLI with kho-inspect's plugin (%memblock, %kho, "
+                   "%kho_check): n1/drgn-session.txt. One more vmlinux load in the guest.")
 @output_options
-def run(out: Path, kernel: Optional[str], kernel_dir: Optional[Path], memory: str, cpus: int,
+def run(out: Path, kernel: Optional[str], arch: Optional[str], kernel_dir: Optional[Path],
+        memory: str, cpus: int,
         numa: int, append: str, hops: int, accel: str, timeout: float, cores: bool,
         commands: Tuple[str, ...], stage_append: Tuple[str, ...], memfd_size: str,
-        fmt: str) -> None:
+        drgn_session: bool, fmt: str) -> None:
     """Run the handover scenario: boot, preserve memory, kexec with KHO, inspect each kernel."""
     from kho_inspect.lab.results import problems, serial_tail
     from kho_inspect.lab.run import RunOptions, parse_stage_append, run_lab
@@ -202,10 +225,12 @@ def run(out: Path, kernel: Optional[str], kernel_dir: Optional[Path], memory: st
 
     if kernel and kernel_dir:
         raise click.UsageError("--kernel and --kernel-dir are mutually exclusive")
-    opts = RunOptions(out=out, kernel_dir=kernel_dir, kernel=kernel or PLAIN, memory=memory,
+    opts = RunOptions(out=out, kernel_dir=kernel_dir, kernel=kernel or PLAIN,
+                      arch=arch, memory=memory,
                       cpus=cpus, numa=numa, append=append,
                       stage_append=parse_stage_append(stage_append), hops=hops, accel=accel,
-                      timeout=timeout, cores=cores, memfd_size=memfd_size)
+                      timeout=timeout, cores=cores, memfd_size=memfd_size,
+                      drgn_session=drgn_session)
     if commands:
         opts.commands = tuple(commands)
     summary = run_lab(opts)
@@ -223,13 +248,26 @@ def run(out: Path, kernel: Optional[str], kernel_dir: Optional[Path], memory: st
 @click.option("--stage", "stages", multiple=True, help="Only this stage (n0, n1, ...).")
 @click.option("--command", "names", multiple=True,
               help="Only this command's output (memblock, kho-status, ...).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also print every command's output of every stage.")
 @output_options
-def show(out: Path, stages: Tuple[str, ...], names: Tuple[str, ...], fmt: str) -> None:
-    """Print a lab run's verdicts and each stage's kho-inspect output."""
-    from kho_inspect.lab.results import read_summary, show_json, stage_outputs
-    from kho_inspect.views.lab import show_sections
+def show(out: Path, stages: Tuple[str, ...], names: Tuple[str, ...], show_all: bool,
+         fmt: str) -> None:
+    """Print a lab run's verdicts, check results and reports (--all: every output)."""
+    from kho_inspect.lab.results import (
+        problems,
+        read_summary,
+        show_json,
+        stage_digest,
+        stage_outputs,
+    )
+    from kho_inspect.views.lab import show_sections, summary_sections
 
     summary = read_summary(out)
     outputs = stage_outputs(out, summary, stages, names)
-    emit(fmt, show_json(summary, outputs),
-         lambda: show_sections(summary, outputs, title=f"Lab run {out}"))
+    if show_all or stages or names:
+        sections = lambda: show_sections(summary, outputs, title=f"Lab run {out}")  # noqa: E731
+    else:
+        sections = lambda: summary_sections(  # noqa: E731
+            summary, stage_digest(out, summary), out, problems(summary))
+    emit(fmt, show_json(summary, outputs), sections)

@@ -21,13 +21,18 @@ directory as ``/lab/out``, the host as ``DIR``):
 ``{previous}``, ``{previous_dir}``
     the stage before (valid from ``n1`` on), for commands that compare with
     what the previous kernel saved
+``{results}``
+    the directory the command's batch writes its outputs to:
+    ``nK/kho-inspect`` in the guest, ``nK/host`` on the host (a command that
+    writes files of its own, such as ``report -o {results}/report``, keeps the
+    guest's and the host's apart)
 """
 
 import re
 import shlex
 import sys
 from pathlib import PurePath
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from kho_inspect.errors import LabError
 
@@ -37,6 +42,8 @@ __all__ = (
     "BEFORE_KEXEC_COMMANDS",
     "BATCH_MODULE",
     "PLACEHOLDERS",
+    "GUEST_RESULTS",
+    "HOST_RESULTS",
     "command_name",
     "stage_index",
     "placeholders",
@@ -56,17 +63,23 @@ DEFAULT_COMMANDS: Tuple[str, ...] = (
 )
 # Commands run only in a kernel that was KHO-booted (n1, n2, ...): the sources valid
 # in kernel N+1, and anything that compares with the stage before ({previous_dir}).
+# The report (report.md, report.json, memory-map.svg) runs in the same batch as the
+# other commands, on the program they already loaded.
 KHO_BOOT_COMMANDS: Tuple[str, ...] = (
     "kho preserved --from reserved --json",
     "kho preserved --from pages --json",
     "check --previous {previous_dir}/snapshot.json --dmesg --json",
+    "report -o {results}/report --previous {previous_dir}/snapshot.json --dmesg",
 )
 # Commands run in the guest as the last thing before ``kexec -e`` (after ``kexec -l``),
 # in every stage that kexecs; their outputs go to ``nK/before-kexec/``.
 # The snapshot the next stage's ``check --previous`` reads: taken as late as possible.
 BEFORE_KEXEC_COMMANDS: Tuple[str, ...] = ("snapshot -o {stage_dir}/snapshot.json",)
 BATCH_MODULE = "kho_inspect.cli.batch"
-PLACEHOLDERS = ("out", "stage", "stage_dir", "previous", "previous_dir")
+PLACEHOLDERS = ("out", "stage", "stage_dir", "previous", "previous_dir", "results")
+# The batch output directories of a stage: the guest's commands, the host's (--cores).
+GUEST_RESULTS = "kho-inspect"
+HOST_RESULTS = "host"
 # Output options (and whether they take a value) left out of a command's file name.
 OUTPUT_OPTIONS = {"--json": False, "--format": True}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]+)\}")
@@ -113,25 +126,33 @@ def stage_index(stage: str) -> int:
     return int(m.group(1))
 
 
-def placeholders(out: PathLike, stage: str) -> Dict[str, str]:
-    """The placeholder values of ``stage`` for a run directory seen as ``out``."""
+def placeholders(out: PathLike, stage: str,
+                 results: Optional[PathLike] = None) -> Dict[str, str]:
+    """The placeholder values of ``stage`` for a run directory seen as ``out``;
+    ``results`` is the batch's output directory (default: the guest's)."""
     index = stage_index(stage)
-    values = {"out": str(out), "stage": stage, "stage_dir": str(PurePath(out) / stage)}
+    stage_dir = PurePath(out) / stage
+    values = {"out": str(out), "stage": stage, "stage_dir": str(stage_dir),
+              "results": str(results if results is not None else stage_dir / GUEST_RESULTS)}
     if index > 0:
         values["previous"] = f"n{index - 1}"
         values["previous_dir"] = str(PurePath(out) / values["previous"])
     return values
 
 
-def expand(commands: Sequence[str], out: PathLike, stage: str) -> List[str]:
-    """``commands`` with their placeholders filled in for ``stage`` of a run in ``out``.
+def expand(commands: Sequence[str], out: PathLike, stage: str,
+           results: Optional[PathLike] = None) -> List[str]:
+    """``commands`` with their placeholders filled in for ``stage`` of a run in ``out``,
+    outputs in ``results`` (default: the guest's ``nK/kho-inspect``).
 
     >>> expand(["check --previous {previous_dir}/snapshot.json"], "/lab/out", "n2")
     ['check --previous /lab/out/n1/snapshot.json']
+    >>> expand(["report -o {results}/report"], "/lab/out", "n1")
+    ['report -o /lab/out/n1/kho-inspect/report']
 
     :raises LabError: a command names an unknown placeholder, or ``{previous...}`` in n0.
     """
-    values = placeholders(out, stage)
+    values = placeholders(out, stage, results)
 
     def fill(m: "re.Match[str]") -> str:
         name = m.group(1)

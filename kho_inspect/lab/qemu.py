@@ -7,7 +7,9 @@ Start the lab guest: ``qemu-system-x86_64 -kernel bzImage -append ...`` with
 the root filesystem and the other directories shared over 9p, the serial
 console in a file, ``-device vmcoreinfo`` and a QMP socket, so that drgn can
 read the running guest (``kho-inspect --qemu SOCK``) and QMP can write a
-kdump-compressed core (``dump-guest-memory``).
+kdump-compressed core (``dump-guest-memory``). An arm64 guest is
+``qemu-system-aarch64 -M virt -cpu max`` under TCG with ``-kernel Image`` and an
+initramfs (:data:`MACHINES`); its directories are shared over 9p the same way.
 
 :class:`Qmp` is a minimal QMP client over the unix socket; :func:`choose_accel`
 probes KVM with a short boot and falls back to TCG (on some hosts /dev/kvm
@@ -30,6 +32,8 @@ from kho_inspect.errors import LabError
 
 __all__ = (
     "QEMU",
+    "Machine",
+    "MACHINES",
     "Share",
     "VmSpec",
     "parse_memory",
@@ -66,12 +70,36 @@ class Share:
         return ["-virtfs", ",".join(opts)]
 
 
+@dataclass(frozen=True)
+class Machine:
+    """How QEMU emulates one architecture of the lab: the binary, the machine options
+    under TCG, the serial console's name for the kernel, and whether KVM can run it
+    on this (x86_64) host."""
+
+    qemu: str
+    tcg_argv: Tuple[str, ...]
+    console: str
+    kvm: bool
+
+
+MACHINES: Dict[str, Machine] = {
+    # 4-level paging keeps the guest like the common x86 server; TCG's "max" offers LA57.
+    "x86_64": Machine(QEMU, ("-accel", "tcg", "-cpu", "max,la57=off"), "ttyS0", True),
+    # The KHO selftest's machine (tools/testing/selftests/kho/arm64.conf); the
+    # implementation-defined pointer authentication is much cheaper to emulate.
+    "arm64": Machine("qemu-system-aarch64",
+                     ("-M", "virt", "-accel", "tcg", "-cpu", "max,pauth-impdef=on"),
+                     "ttyAMA0", False),
+}
+
+
 @dataclass
 class VmSpec:
-    """Everything :func:`qemu_argv` needs to start the lab guest."""
+    """Everything :func:`qemu_argv` needs to start the lab guest: a 9p root
+    filesystem (``rootfs``) or an ``initrd``."""
 
-    bzimage: Path
-    rootfs: Path
+    bzimage: Path  # the boot image: bzImage, or Image on arm64
+    rootfs: Optional[Path]
     cmdline: str
     serial_log: Path
     qmp_socket: Path
@@ -81,6 +109,8 @@ class VmSpec:
     numa: int = 0
     accel: str = "tcg"
     shares: Sequence[Share] = field(default_factory=tuple)
+    arch: str = "x86_64"
+    initrd: Optional[Path] = None
 
 
 def parse_memory(text: str) -> int:
@@ -121,23 +151,26 @@ def kernel_cmdline_root() -> str:
     return f"root={ROOT_TAG} rootfstype=9p rootflags={NINEP_OPTS},cache=loose ro"
 
 
-def _accel_argv(accel: str) -> List[str]:
+def _accel_argv(accel: str, arch: str = "x86_64") -> List[str]:
     if accel == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
-    # 4-level paging keeps the guest like the common x86 server; TCG's "max" offers LA57.
-    return ["-accel", "tcg", "-cpu", "max,la57=off"]
+    return list(MACHINES[arch].tcg_argv)
 
 
 def qemu_argv(spec: VmSpec) -> List[str]:
     """The full QEMU command line for ``spec``."""
-    argv = [QEMU, *_accel_argv(spec.accel), "-m", f"{spec.memory_mib}M",
+    argv = [MACHINES[spec.arch].qemu, *_accel_argv(spec.accel, spec.arch),
+            "-m", f"{spec.memory_mib}M",
             "-smp", str(spec.cpus), *numa_args(spec.memory_mib, spec.cpus, spec.numa),
             "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", f"file:{spec.serial_log}",
             "-kernel", str(spec.bzimage), "-append", spec.cmdline,
             "-device", "vmcoreinfo",
-            "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
-            *Share(ROOT_TAG, spec.rootfs).argv()]
+            "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    if spec.rootfs is not None:
+        argv += Share(ROOT_TAG, spec.rootfs).argv()
+    if spec.initrd is not None:
+        argv += ["-initrd", str(spec.initrd)]
     if spec.inspect_socket is not None:
         # A QMP socket serves one client at a time: drgn (kho-inspect --qemu) gets its own.
         argv += ["-qmp", f"unix:{spec.inspect_socket},server=on,wait=off"]
@@ -188,13 +221,18 @@ def _watch_probe(proc: "subprocess.Popen[bytes]", log: Path,
     return False, f"a KVM guest printed no kernel banner within {timeout:.0f} s"
 
 
-def choose_accel(requested: str, bzimage: Path) -> Tuple[str, str]:
+def choose_accel(requested: str, bzimage: Path, arch: str = "x86_64") -> Tuple[str, str]:
     """``(accel, reason)`` for ``--accel auto|kvm|tcg``.
 
     :raises LabError: ``kvm`` was requested and does not work.
     """
     if requested == "tcg":
         return "tcg", "requested"
+    if not MACHINES[arch].kvm:
+        if requested == "kvm":
+            raise LabError(f"--accel kvm cannot run an {arch} guest on this host: use "
+                           "--accel tcg or auto.")
+        return "tcg", f"an {arch} guest on an x86_64 host"
     ok, why = probe_kvm(bzimage)
     if ok:
         return "kvm", why

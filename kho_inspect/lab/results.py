@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from kho_inspect.errors import LabError
 
-__all__ = ("read_summary", "stage_outputs", "show_json", "problems", "serial_tail")
+__all__ = ("read_summary", "stage_outputs", "stage_digest", "show_json", "problems",
+           "serial_tail")
 
 
 def read_summary(out: Path) -> Dict[str, Any]:
@@ -75,6 +76,28 @@ def stage_outputs(out: Path, summary: Dict[str, Any], stages: Sequence[str] = ()
         raise LabError(f"{out} holds no output of {', '.join(missing)}: the commands are "
                        f"{', '.join(sorted(seen)) or 'none'}.")
     return found
+
+
+def stage_digest(out: Path, summary: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """``{stage: {"check": ..., "reports": [{"path", "map"}, ...]}}`` for ``lab show``'s
+    short form: the ``summary`` of the stage's in-guest ``check`` JSON (``None`` without
+    one), and the report directories its commands wrote into ``nK/kho-inspect/`` and, at
+    the ``--cores`` pause, ``nK/host/`` (``report -o {results}/...``), ``map`` telling
+    whether memory-map.svg is there (the guest's Python may lack drawsvg)."""
+    digest = {}
+    for stage in summary["stages"]:
+        results = out / stage / "kho-inspect"
+        check = None
+        for path in sorted(results.glob("check*.json")):
+            doc = _read_json(path)
+            if isinstance(doc, dict) and doc.get("schema") == "kho-inspect/check":
+                check = doc.get("summary")
+                break
+        reports = [{"path": p.parent, "map": (p.parent / "memory-map.svg").is_file()}
+                   for side in ("kho-inspect", "host")
+                   for p in sorted((out / stage / side).glob("*/report.md"))]
+        digest[stage] = {"check": check, "reports": reports}
+    return digest
 
 
 def show_json(summary: Dict[str, Any],

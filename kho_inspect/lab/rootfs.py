@@ -19,7 +19,10 @@ recipe (suite, mirror, options, bootstrap script).
 
 import json
 import logging
+import os
 import shutil
+import stat
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,8 @@ from kho_inspect.lab import cache_root, digest, require_tools, run_checked, vm_d
 from kho_inspect.lab.kernel import PrivateApt
 
 __all__ = ("Rootfs", "SUITE", "MIRROR", "read_packages", "rootfs_key", "ensure_rootfs",
-           "BOOTSTRAP_PATH", "VM_TAG")
+           "BOOTSTRAP_PATH", "VM_TAG", "ensure_initramfs", "ensure_guest_root",
+           "INITRAMFS_NAME")
 
 SUITE = "sid"
 MIRROR = "http://deb.debian.org/debian"
@@ -188,3 +192,112 @@ def _newer_keyring() -> Path:
         if found:
             return found[0]
     raise LabError(f"debian-archive-keyring {version} holds no keyring: cannot verify sid.")
+
+
+# --- initramfs (architectures without a root filesystem of their own) ------------------------
+
+# The initramfs bootstrap (/init): mount the lab's guest side like BOOTSTRAP does and
+# run its guest/init-initramfs (busybox sh), which does the stage.
+INITRAMFS_BOOTSTRAP = f"""#!/bin/busybox sh
+# kho-inspect lab initramfs bootstrap (PID 1): busybox applets, the lab's guest side
+# (vm/ of a checkout or kho_inspect/_vm of an installed wheel), then its
+# guest/init-initramfs, which does the rest.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t devtmpfs devtmpfs /dev
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 {VM_TAG} /lab/vm || {{
+    echo "KHO-LAB: cannot mount the lab share {VM_TAG}" > /dev/console
+    exec /bin/sh
+}}
+exec /bin/sh /lab/vm/guest/init-initramfs "$@"
+"""
+INITRAMFS_DIRS = ("bin", "proc", "sys", "dev", "tmp", "run", "lab/vm", "lab/kernel",
+                  "lab/initrd", "lab/out")
+INITRAMFS_NAME = "initramfs.cpio"
+HELPER_SOURCE = "guest/khoguest.c"  # under vm/: the guest's LUO and kexec helper
+# Debian's name and the cross compiler's prefix of each initramfs architecture.
+INITRAMFS_ARCHES = {"arm64": ("arm64", "aarch64-linux-gnu-")}
+INITRAMFS_SOURCES = f"deb {MIRROR} {SUITE} main\n"
+
+
+def initramfs_key(arch: str, busybox_version: str, helper: bytes) -> str:
+    return digest(["initramfs", arch, busybox_version, helper, INITRAMFS_BOOTSTRAP,
+                   " ".join(INITRAMFS_DIRS)])
+
+
+def ensure_initramfs(arch: str, force: bool = False) -> Rootfs:
+    """The lab's initramfs for ``arch`` (``path`` is the cpio archive), built if missing:
+    busybox-static of Debian ``sid`` for ``arch`` (downloaded through a private apt
+    configuration and unpacked with ``dpkg-deb -x``), ``vm/guest/khoguest.c`` compiled
+    static with the cross compiler, and :data:`INITRAMFS_BOOTSTRAP` as ``/init``.
+
+    :raises LabError: for an architecture without an initramfs, a missing tool, a failed
+        download or compile.
+    """
+    if arch not in INITRAMFS_ARCHES:
+        raise LabError(f"The lab has no initramfs for {arch}: its guest is the 9p root "
+                       "filesystem.")
+    debian_arch, cross = INITRAMFS_ARCHES[arch]
+    require_tools((f"{cross}gcc", "cpio", "apt-get", "dpkg-deb"))
+    helper = (vm_dir() / HELPER_SOURCE).read_bytes()
+    apt = PrivateApt(cache_root() / f"apt-{debian_arch}", INITRAMFS_SOURCES, debian_arch)
+    existing = sorted((cache_root() / "initramfs").glob(f"{arch}-*/{INITRAMFS_NAME}"))
+    if existing and not force:  # offline when one is cached for the current helper
+        for path in existing:
+            meta = json.loads((path.parent / "initramfs.json").read_text())
+            if meta.get("key") == initramfs_key(arch, meta.get("busybox", ""), helper):
+                return Rootfs(path, meta["key"])
+    apt.update()
+    version = apt.candidate("busybox-static")
+    key = initramfs_key(arch, version, helper)
+    dest = cache_root() / "initramfs" / f"{arch}-{key}"
+    if (dest / INITRAMFS_NAME).is_file() and not force:
+        return Rootfs(dest / INITRAMFS_NAME, key)
+    return _build_initramfs(arch, cross, apt.download("busybox-static", version), version,
+                            key, dest)
+
+
+def _build_initramfs(arch: str, cross: str, busybox_deb: Path, version: str, key: str,
+                     dest: Path) -> Rootfs:
+    start = time.monotonic()
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tree = tmp / "tree"
+    for d in INITRAMFS_DIRS:
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    run_checked(["dpkg-deb", "-x", busybox_deb, tmp / "deb"], f"unpack {busybox_deb.name}")
+    found = [p for p in (tmp / "deb" / "usr" / "bin" / "busybox", tmp / "deb" / "bin" / "busybox")
+             if p.is_file()]
+    if not found:
+        raise LabError(f"{busybox_deb.name} holds no busybox binary: wrong package?")
+    shutil.copy2(found[0], tree / "bin" / "busybox")
+    run_checked([f"{cross}gcc", "-static", "-O2", "-Wall", "-o", tree / "bin" / "khoguest",
+                 vm_dir() / HELPER_SOURCE], f"compile {HELPER_SOURCE} for {arch}")
+    (tree / "init").write_text(INITRAMFS_BOOTSTRAP)
+    (tree / "init").chmod(0o755)
+    os.mknod(tree / "dev" / "console", stat.S_IFCHR | 0o600, os.makedev(5, 1))
+    names = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    with open(tmp / INITRAMFS_NAME, "wb") as archive:
+        proc = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=tree,
+                              input="\n".join(names).encode(), stdout=archive,
+                              stderr=subprocess.PIPE)
+    if proc.returncode:
+        raise LabError(f"cpio failed: {proc.stderr.decode(errors='replace').strip()}")
+    meta = {"key": key, "arch": arch, "busybox": version,
+            "build_seconds": round(time.monotonic() - start, 1)}
+    (tmp / "initramfs.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(tmp / "tree")
+    shutil.rmtree(tmp / "deb")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    log.info("%s initramfs cached in %s", arch, dest)
+    return Rootfs(dest / INITRAMFS_NAME, key)
+
+
+def ensure_guest_root(arch: str = "x86_64", force: bool = False) -> Rootfs:
+    """What the guest of ``arch`` boots into: the 9p root filesystem (x86_64) or the
+    initramfs (arm64)."""
+    if arch in INITRAMFS_ARCHES:
+        return ensure_initramfs(arch, force)
+    return ensure_rootfs(force)

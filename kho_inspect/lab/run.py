@@ -35,6 +35,15 @@ lab kernel chosen by name (``--kernel``) may add words of its own to the
 shared line: ``7.3+unpreserved-broken`` adds ``kho_lab_hugetlb_in_scratch``
 (see :mod:`kho_inspect.lab.kernel`).
 
+An arm64 guest (``--arch arm64``) boots an initramfs (busybox and the lab's
+``khoguest`` helper, :func:`~kho_inspect.lab.rootfs.ensure_initramfs`) instead of
+the x86 Debian root filesystem: ``vm/guest/init-initramfs`` preserves and verifies
+the memfd, copies debugfs and the kernel log, kexecs, and pauses at every stage;
+kho-inspect has no Python to run on there, so every command (the before-kexec
+snapshot included) runs on the host at the pause, against the guest over QMP, and
+the host writes ``nK/stage.json`` from the files the guest left
+(:func:`initramfs_stage`). Such a run always saves cores.
+
 Progress goes to the ``kho_inspect.lab.run`` logger, the guest's console
 lines to ``kho_inspect.lab.guest``.
 """
@@ -43,6 +52,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -62,8 +72,16 @@ from kho_inspect.lab.commands import (
     expand,
     stage_index,
 )
-from kho_inspect.lab.kernel import PLAIN, Kernel, ensure_kernel, kernel_from_dir, lab_kernel
+from kho_inspect.lab.kernel import (
+    DEFAULT_ARCH,
+    PLAIN,
+    Kernel,
+    ensure_kernel,
+    kernel_from_dir,
+    lab_kernel,
+)
 from kho_inspect.lab.qemu import (
+    MACHINES,
     Qmp,
     Share,
     VmSpec,
@@ -72,11 +90,18 @@ from kho_inspect.lab.qemu import (
     parse_memory,
     qemu_argv,
 )
-from kho_inspect.lab.rootfs import BOOTSTRAP_PATH, VM_TAG, ensure_rootfs
+from kho_inspect.lab.rootfs import (
+    BOOTSTRAP_PATH,
+    INITRAMFS_ARCHES,
+    INITRAMFS_NAME,
+    VM_TAG,
+    ensure_guest_root,
+)
 
 __all__ = ("RunOptions", "StageCommands", "run_lab", "stage_commands", "stage_names",
            "kernel_cmdline", "expected_cmdline", "parse_size", "parse_stage_append",
-           "judge_stage", "judge_run", "RESERVE_MEM_NAME", "GUEST_OUT")
+           "judge_stage", "judge_run", "RESERVE_MEM_NAME", "GUEST_OUT", "run_arch",
+           "initramfs_stage")
 
 log = logging.getLogger(__name__)
 guest_log = logging.getLogger("kho_inspect.lab.guest")
@@ -101,6 +126,8 @@ class RunOptions:
     kernel_dir: Optional[Path] = None
     # a lab kernel by name (kho_inspect.lab.kernel.LAB_KERNELS); not with kernel_dir
     kernel: str = PLAIN
+    # x86_64 or arm64 (kho_inspect.lab.kernel.ARCHES); None: the lab kernel's own
+    arch: Optional[str] = None
     memory: str = "6G"
     cpus: int = 2
     numa: int = 0
@@ -116,6 +143,8 @@ class RunOptions:
     before_kexec_commands: Tuple[str, ...] = BEFORE_KEXEC_COMMANDS
     memfd_size: str = "64M"
     reserve_mem: str = f"16M:2M:{RESERVE_MEM_NAME}"
+    # run the drgn CLI with kho-inspect's plugin in n1 (vm/guest/scenario.py drgn_session)
+    drgn_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,11 +227,27 @@ def parse_stage_append(items: Tuple[str, ...]) -> Dict[str, str]:
     return out
 
 
+def run_arch(opts: RunOptions) -> str:
+    """The guest's architecture: ``--arch``, else the lab kernel's.
+
+    :raises LabError: for an unknown kernel or architecture, or both contradicting.
+    """
+    if opts.kernel_dir is not None:
+        lab_kernel(PLAIN, opts.arch)  # checks the architecture's name
+        return opts.arch or DEFAULT_ARCH
+    return lab_kernel(opts.kernel, opts.arch).arch
+
+
+def _initramfs(opts: RunOptions) -> bool:
+    """Whether the guest boots the lab's initramfs (no kho-inspect inside)."""
+    return run_arch(opts) in INITRAMFS_ARCHES
+
+
 def _validate(opts: RunOptions) -> int:
     """Check every option before anything is built; returns the guest's MiB."""
     if opts.hops < 0:
         raise LabError(f"--hops {opts.hops} is negative: give 0 or more kexecs.")
-    lab_kernel(opts.kernel)
+    run_arch(opts)
     if opts.kernel_dir and opts.kernel != PLAIN:
         raise LabError(f"--kernel {opts.kernel} and --kernel-dir both choose the kernel: "
                        "give one of them.")
@@ -238,10 +283,12 @@ def kernel_cmdline(opts: RunOptions) -> str:
     # buffer loses the early messages the verdicts look for ("Revived memory
     # reservation"). Not more: the buffer is a memblock allocation, and KHO sizes
     # its scratch areas from those (64M grew scratch from 740 MiB to 1.9 GiB).
-    words = ["console=ttyS0", "panic=-1", "log_buf_len=8M", "kho=on", "liveupdate=on",
-             f"reserve_mem={opts.reserve_mem}", kernel_cmdline_root(), f"init={BOOTSTRAP_PATH}"]
+    words = [f"console={MACHINES[run_arch(opts)].console}", "panic=-1", "log_buf_len=8M",
+             "kho=on", "liveupdate=on", f"reserve_mem={opts.reserve_mem}"]
+    if not _initramfs(opts):  # the 9p root filesystem and its bootstrap
+        words += [kernel_cmdline_root(), f"init={BOOTSTRAP_PATH}"]
     if opts.kernel_dir is None:  # a lab kernel's own words, e.g. the broken variant's
-        words += lab_kernel(opts.kernel).cmdline
+        words += lab_kernel(opts.kernel, opts.arch).cmdline
     if opts.append.strip():
         words.append(opts.append.strip())
     return " ".join(words)
@@ -261,6 +308,8 @@ def stage_commands(opts: RunOptions, stage: str) -> StageCommands:
     if index > 0:
         inspect += opts.kho_boot_commands
     before_kexec = opts.before_kexec_commands if index < opts.hops else ()
+    if _initramfs(opts):  # all on the host, at the pause (after the next kernel loaded)
+        return StageCommands(inspect=inspect + before_kexec)
     return StageCommands(inspect=inspect, before_kexec=before_kexec)
 
 
@@ -277,7 +326,19 @@ def _guest_config(opts: RunOptions, kernel: Kernel) -> Dict[str, Any]:
             "bzImage": bz, "vmlinux": vml,
             "memfd_bytes": parse_size(opts.memfd_size, "--memfd-size"),
             "reserve_mem_name": opts.reserve_mem.rsplit(":", 1)[-1],
-            "pause_timeout": opts.timeout}
+            "pause_timeout": opts.timeout, "drgn_session": opts.drgn_session}
+
+
+def _initramfs_env(opts: RunOptions, image: str) -> str:
+    """``lab.env`` of an initramfs guest (vm/guest/init-initramfs sources it): the hops,
+    the memfd size, the files to kexec and every stage's command line."""
+    lines = [f"HOPS={opts.hops}",
+             f"MEMFD_BYTES={parse_size(opts.memfd_size, '--memfd-size')}",
+             f"IMAGE={shlex.quote(image)}",
+             f"INITRD={shlex.quote('/lab/initrd/' + INITRAMFS_NAME)}"]
+    lines += [f"CMDLINE_{name}={shlex.quote(expected_cmdline(opts, name))}"
+              for name in stage_names(opts)]
+    return "\n".join(lines) + "\n"
 
 
 def _timed(timings: Dict[str, Any], key: str, func: Any, *args: Any) -> Any:
@@ -295,24 +356,38 @@ def run_lab(opts: RunOptions) -> Dict[str, Any]:
     :raises LabError: when the lab cannot be prepared or QEMU cannot start.
     """
     memory_mib = _validate(opts)
+    arch = run_arch(opts)
+    if _initramfs(opts):
+        opts.cores = True  # kho-inspect runs on the host only, at every stage's pause
     out = opts.out.resolve()
     _clean_out(out)
     timings: Dict[str, Any] = {}
-    kernel = (kernel_from_dir(opts.kernel_dir) if opts.kernel_dir
-              else _timed(timings, "kernel_s", ensure_kernel, opts.kernel))
-    rootfs = _timed(timings, "rootfs_s", ensure_rootfs)
-    accel, why = _timed(timings, "accel_probe_s", choose_accel, opts.accel, kernel.bzimage)
+    kernel = (kernel_from_dir(opts.kernel_dir, arch) if opts.kernel_dir
+              else _timed(timings, "kernel_s", ensure_kernel, opts.kernel, False, None, False,
+                          opts.arch))
+    rootfs = _timed(timings, "rootfs_s", ensure_guest_root, arch)
+    accel, why = _timed(timings, "accel_probe_s", choose_accel, opts.accel, kernel.bzimage,
+                        arch)
     log.info("accelerator %s (%s)", accel, why)
     (out / "lab.json").write_text(json.dumps(_guest_config(opts, kernel), indent=2) + "\n")
+    kdir, bz, _ = kernel_share(kernel)
+    if _initramfs(opts):
+        (out / "lab.env").write_text(_initramfs_env(opts, bz))
     with tempfile.TemporaryDirectory(prefix="kholab-") as tmp:
-        kdir, _, _ = kernel_share(kernel)
-        spec = VmSpec(bzimage=kernel.bzimage, rootfs=rootfs.path,
+        shares = [Share(VM_TAG, vm_dir()), Share("khokernel", kdir),
+                  Share("khoout", out, readonly=False)]
+        if _initramfs(opts):
+            shares.append(Share("khoinitrd", rootfs.path.parent))
+        else:
+            shares.append(Share(PACKAGE_TAG, package_dir()))
+        spec = VmSpec(bzimage=kernel.bzimage,
+                      rootfs=None if _initramfs(opts) else rootfs.path,
+                      initrd=rootfs.path if _initramfs(opts) else None,
                       cmdline=expected_cmdline(opts, "n0"),
                       serial_log=out / "serial.log", qmp_socket=Path(tmp) / "qmp.sock",
                       inspect_socket=Path(tmp) / "inspect.sock",
                       memory_mib=memory_mib, cpus=opts.cpus, numa=opts.numa, accel=accel,
-                      shares=(Share(VM_TAG, vm_dir()), Share(PACKAGE_TAG, package_dir()),
-                              Share("khokernel", kdir), Share("khoout", out, readonly=False)))
+                      shares=tuple(shares), arch=arch)
         run = _Run(opts, kernel, spec.inspect_socket, timings=timings)
         _execute(run, spec)
     summary = _summary(run, spec, rootfs.path, why)
@@ -413,12 +488,16 @@ def _inspect_paused(run: _Run, qmp: Qmp, stage_dir: Path) -> Dict[str, Any]:
     start = time.monotonic()
     info["commands"] = _host_commands(run, stage_dir / "host")
     info["commands_s"] = round(time.monotonic() - start, 1)
+    if _initramfs(run.opts):
+        stage = initramfs_stage(stage_dir)
+        (stage_dir / "stage.json").write_text(json.dumps(stage, indent=2) + "\n")
     return info
 
 
 def _host_commands(run: _Run, outdir: Path) -> Dict[str, int]:
     stage = outdir.parent.name
-    commands = expand(stage_commands(run.opts, stage).inspect, run.opts.out.resolve(), stage)
+    commands = expand(stage_commands(run.opts, stage).inspect, run.opts.out.resolve(), stage,
+                      results=outdir)
     argv = batch_argv(outdir, commands,
                       ["--qemu", str(run.inspect_socket), "--vmlinux", str(run.kernel.vmlinux)])
     # the same kho_inspect as this process, also when it runs from a checkout uninstalled
@@ -438,6 +517,53 @@ def _host_commands(run: _Run, outdir: Path) -> Dict[str, int]:
                             f"{proc.stderr.strip()[-300:]}")
         return {}
     return {r["command"]: r["exit_code"] for r in json.loads(records_path.read_text())}
+
+
+def _json_file(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def initramfs_stage(stage_dir: Path) -> Dict[str, Any]:
+    """``stage.json`` of an initramfs guest's stage, from the files it left in
+    ``stage_dir`` and the host's kho-inspect results (``host/``): the facts
+    :func:`judge_stage` reads, as vm/guest/scenario.py writes them on x86."""
+    def text(name: str) -> str:
+        path = stage_dir / name
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    dmesg = text("dmesg.txt")
+    memblock = _json_file(stage_dir / "host" / "memblock.json") or {}
+    name = RESERVE_MEM_NAME
+    reserve: Dict[str, Any] = {
+        "name": name, "revived": f"Revived memory reservation '{name}' from KHO" in dmesg}
+    reserve.update(next(({"start": r["start"], "size": r["size"]}
+                         for r in memblock.get("reserve_mem", []) if r.get("name") == name),
+                        {}))
+    test_kho = ("restore succeeded" if "test_kho: KHO restore succeeded" in dmesg else
+                "restore failed" if "test_kho: KHO restore failed" in dmesg else
+                "preserved" if (stage_dir / "kho" / "out" / "sub_fdts" / "kho_test").exists()
+                else "absent")
+    errors = [line for line in text("debugfs-errors.txt").splitlines() if line.strip()]
+    result: Dict[str, Any] = {
+        "stage": stage_dir.name, "index": stage_index(stage_dir.name), "errors": [],
+        "debugfs_errors": errors, "release": text("release").strip(),
+        "cmdline": text("cmdline").strip(),
+        "kho_enabled": (stage_dir / "kho" / "out").is_dir(),
+        "kho_boot": (stage_dir / "kho" / "in").is_dir(),
+        "test_kho": test_kho, "reserve_mem": reserve,
+        "hugepages": _json_file(stage_dir / "hugepages.json") or {},
+        "kho_warnings": len(re.findall(r"WARNING: .*kexec_handover", dmesg)),
+        "commands": {}, "guest": "initramfs"}
+    for key in ("memfd_in", "memfd_out"):
+        found = _json_file(stage_dir / f"{key}.json")
+        if found is not None:
+            result[key] = found
+    if (stage_dir / "kexec_loaded").is_file():
+        result["kexec_loaded"] = True
+    return result
 
 
 # --- verdicts -----------------------------------------------------------------------------

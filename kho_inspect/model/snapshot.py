@@ -61,14 +61,18 @@ __all__ = (
 SNAPSHOT_SCHEMA = "kho-inspect/snapshot"
 SNAPSHOT_VERSION = 1
 
-GENERATIONS = ("unpreserved-flag", "7.3", "no-scratch-flag")
+GENERATIONS = ("unpreserved-flag", "7.3", "7.2", "no-scratch-flag")
 """How a kernel marks memory for early boot allocations after a KHO boot:
 
 * ``unpreserved-flag``: a separate flag for the memory that holds nothing
   preserved (``KHO_SCRATCH_EXT`` in the v1 series, ``KHO_UNPRESERVED``
   later) beside the scratch flag, which marks only ``kho_scratch[]``;
 * ``7.3``: only the scratch flag, on ``kho_scratch[]`` and on the extended
-  scratch ``kho_extend_scratch()`` adds;
+  scratch ``kho_extend_scratch()`` adds; boot-time gigantic pages carry
+  ``RSRV_HUGETLB``, which came with the extension;
+* ``7.2``: the scratch flag on ``kho_scratch[]`` alone, and no
+  ``RSRV_HUGETLB`` (no extended scratch: early allocations of a KHO boot,
+  gigantic pages included, must fit in the scratch areas);
 * ``no-scratch-flag``: neither (KHO not built, or an unknown spelling).
 
 Only the enumerator names decide (docs/kernel/series.md#detecting-the-generation).
@@ -82,11 +86,13 @@ def generation_of(flags: FlagTable) -> str:
     '7.3'
     >>> generation_of(FlagTable({"KHO_SCRATCH": 0x40, "KHO_SCRATCH_EXT": 0x80}))
     'unpreserved-flag'
+    >>> generation_of(FlagTable({"RSRV_KERN": 0x20, "KHO_SCRATCH": 0x40}))
+    '7.2'
     """
     if first_flag(flags, UNPRESERVED_FLAGS):
         return "unpreserved-flag"
     if first_flag(flags, SCRATCH_FLAGS):
-        return "7.3"
+        return "7.3" if flags.has("RSRV_HUGETLB") else "7.2"
     return "no-scratch-flag"
 
 

@@ -7,10 +7,13 @@ from Debian's linux-source-7.3 (``make lab-deps`` builds it; the run builds
 anything still missing)::
 
     kho-inspect lab run --out DIR --hops 2 --memory 6G --cores \\
-        --append "hugepagesz=1G hugepages=2 memblock=debug" --stage-append n1=kho_lab_stage=n1
+        --append "hugepagesz=1G hugepages=2 memblock=debug kho_lab_trace" \\
+        --stage-append n1=kho_lab_stage=n1 --drgn-session
 
 (the ``--stage-append`` word is a marker the kernel passes on to init, unused: it
-shows that a stage's own words reach that stage and not the next one).
+shows that a stage's own words reach that stage and not the next one; ``--drgn-session``
+drives drgn's CLI with kho-inspect's plugin in n1, see test_drgn_session.py;
+``kho_lab_trace`` makes the guest run kho-inspect trace, see test_trace.py).
 
 Every test reads that run's artifacts. Nothing here skips: where QEMU can start
 (TCG always can) a failure to run the lab is a failure of the suite.
@@ -34,8 +37,8 @@ import pytest
 HOPS = 2
 STAGE_APPEND = ("n1", "kho_lab_stage=n1")
 LAB_ARGS = ("--hops", str(HOPS), "--memory", "6G", "--cores",
-            "--append", "hugepagesz=1G hugepages=2 memblock=debug",
-            "--stage-append", "=".join(STAGE_APPEND))
+            "--append", "hugepagesz=1G hugepages=2 memblock=debug kho_lab_trace",
+            "--stage-append", "=".join(STAGE_APPEND), "--drgn-session")
 STAGES = tuple(f"n{i}" for i in range(HOPS + 1))
 
 
@@ -68,12 +71,21 @@ class LabRun:
         return self.summary["vmlinux"]
 
 
-def run_lab_cli(out: Path, args: Sequence[str] = LAB_ARGS) -> LabRun:
+class HostRun(LabRun):
+    """A run whose guest has no kho-inspect (the arm64 initramfs): every command ran on
+    the host at the stage's pause, so :meth:`guest` reads the host's results and the
+    helpers written for in-guest results apply unchanged."""
+
+    def guest(self, stage: str, command: str) -> Any:
+        return self.host(stage, command)
+
+
+def run_lab_cli(out: Path, args: Sequence[str] = LAB_ARGS, kind: type = LabRun) -> LabRun:
     """``kho-inspect lab run --out OUT ARGS`` in a child process."""
     argv = [sys.executable, "-m", "kho_inspect", "lab", "run", "--out", str(out), *args]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sys.stderr.write(proc.stdout[-6000:])
-    return LabRun(out, proc.returncode, proc.stdout)
+    return kind(out, proc.returncode, proc.stdout)
 
 
 def session_out(tmp_path_factory: pytest.TempPathFactory, name: str = "") -> Path:
@@ -85,12 +97,12 @@ def session_out(tmp_path_factory: pytest.TempPathFactory, name: str = "") -> Pat
     return tmp_path_factory.mktemp(name or "lab")
 
 
-def reused(out: Path) -> Optional[LabRun]:
+def reused(out: Path, kind: type = LabRun) -> Optional[LabRun]:
     """The finished run in ``out`` when ``KHO_LAB_OUT`` and ``KHO_LAB_REUSE`` ask for it."""
     if os.environ.get("KHO_LAB_OUT") and os.environ.get("KHO_LAB_REUSE") \
             and (out / "summary.json").is_file():
-        return LabRun(out, 0 if json.loads((out / "summary.json").read_text())["ok"] else 1,
-                      "(reused)")
+        return kind(out, 0 if json.loads((out / "summary.json").read_text())["ok"] else 1,
+                    "(reused)")
     return None
 
 

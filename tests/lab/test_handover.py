@@ -9,7 +9,7 @@ guest's /proc/self/pagemap, the memfd's bytes.
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 import pytest
 
@@ -24,10 +24,13 @@ pytestmark = pytest.mark.lab
 PAGE = 4096
 
 
-def _stage_commands(stage: str, out: Path = Path("/lab/out")) -> List[str]:
+def _stage_commands(stage: str, out: Path = Path("/lab/out"),
+                    results: Optional[Path] = None) -> List[str]:
     """What the lab run in conftest.py ran in ``stage`` after copying debugfs (its default
-    command lists), placeholders expanded for the run directory seen as ``out``."""
-    return expand(stage_commands(RunOptions(out=out, hops=HOPS), stage).inspect, out, stage)
+    command lists), placeholders expanded for the run directory seen as ``out`` and the
+    outputs in ``results``."""
+    return expand(stage_commands(RunOptions(out=out, hops=HOPS), stage).inspect, out, stage,
+                  results)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +41,7 @@ def core(lab: LabRun) -> Dict[str, Path]:
         vmcore = lab.stage(stage) / "vmcore"
         assert vmcore.is_file(), f"{stage}: no vmcore saved"
         outdir = lab.stage(stage) / "core"
-        argv = batch_argv(outdir, _stage_commands(stage, lab.out),
+        argv = batch_argv(outdir, _stage_commands(stage, lab.out, outdir),
                           ["--core", str(vmcore), "--vmlinux", lab.vmlinux])
         subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
         dirs[stage] = outdir

@@ -374,21 +374,228 @@ def _uptime():
     return float(Path("/proc/uptime").read_text().split()[0])
 
 
+# --- drgn's own prompt (lab run --drgn-session; issue 10) ---------------------------------
+# The drgn CLI on this kernel with kho-inspect's drgn plugin, typed at like a person would.
+# Its REPL (and so %commands) only runs on a terminal: the session gets a pseudo-terminal.
+# /lab/py holds the package without installed metadata, so no drgn.plugins entry point is
+# visible: DRGN_PLUGINS loads the plugin by module name (drgn >= 0.0.31).
+
+def drgn_session(st):
+    """Run ``drgn -s VMLINUX`` under a pty, type the plugin's commands at its prompts;
+    write ``nK/drgn-session.txt`` (the transcript) and ``nK/drgn-session.json`` (each
+    input with its output) and record the outcome in stage.json."""
+    import pty
+    import select
+    import termios
+
+    prev = OUT / f"n{st.index - 1}"
+    lines = ["%memblock --json",
+             "%memblock --type reserved --flag RSRV_HUGETLB | grep -c '^[0-9].*RSRV_HUGETLB$'",
+             "%kho scratch",
+             "%kho scratch --json",
+             f"%kho_check --previous {prev}/snapshot.json --dmesg --json",
+             "from kho_inspect.memblock import read_memblock",
+             "state = read_memblock(prog)",
+             "print('helper:', state.memory.cnt, state.reserved.cnt)"]
+    argv = ["drgn", "-s", st.cfg["vmlinux"], "--main-symbols"]
+    env = dict(os.environ, TERM="dumb", PYTHON_BASIC_REPL="1",
+               DRGN_PLUGINS="kho_inspect=kho_inspect.drgn_plugin")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 400, 0, 0))
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                            start_new_session=True)
+    os.close(slave)
+    raw = bytearray()
+
+    def text():
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r", "",
+                      raw.decode(errors="replace"))
+
+    def until_prompt(seconds, since=0):
+        """Read until drgn prompts again after position ``since`` of the text."""
+        deadline = time.monotonic() + seconds
+        while not text()[since:].endswith("\n>>> "):
+            ready, _, _ = select.select([master], [], [], 1.0)
+            try:
+                chunk = os.read(master, 1 << 16) if ready else b""
+            except OSError:  # EIO: drgn closed the terminal
+                chunk = b""
+            raw.extend(chunk)
+            if (not chunk and proc.poll() is not None) or time.monotonic() > deadline:
+                return False
+        return True
+
+    records, ok = [], until_prompt(900)
+    load_s = round(time.monotonic() - start, 1)
+    for line in lines if ok else []:
+        mark, t0 = len(text()), time.monotonic()
+        os.write(master, line.encode() + b"\n")
+        ok = until_prompt(600, mark)
+        output = text()[mark:].split("\n", 1)[-1]  # without the echoed input
+        records.append({"input": line, "output": output[:-len(">>> ")] if ok else output,
+                        "seconds": round(time.monotonic() - t0, 1)})
+        if not ok:
+            break
+    os.write(master, b"\x04")  # end of input: drgn exits
+    try:
+        code = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    until_prompt(0)  # drain
+    os.close(master)
+    (st.dir / "drgn-session.txt").write_text(f"# {' '.join(argv)}\n" + text())
+    result = {"argv": argv, "plugins": env["DRGN_PLUGINS"], "exit_code": code,
+              "load_seconds": load_s, "seconds": round(time.monotonic() - start, 1),
+              "completed": ok and len(records) == len(lines)}
+    (st.dir / "drgn-session.json").write_text(
+        json.dumps(dict(result, commands=records), indent=2) + "\n")
+    st.result["drgn_session"] = result
+    say(st.name, f"drgn session: {len(records)} of {len(lines)} commands, exit {code}, "
+                 f"{result['seconds']} s")
+    if not result["completed"] or code != 0:
+        raise RuntimeError(f"the drgn session did not complete (exit {code}); "
+                           f"see {st.name}/drgn-session.txt")
+
+
+# --- kho-inspect trace (issue 9) ------------------------------------------------------------
+# With kho_lab_trace on the command line: the memfd preservation runs under
+# `kho-inspect trace` (nK/trace-preserve.json) and, in n1, a runtime 1 GiB hugetlb
+# allocation too (n1/trace-gigantic.json). With kho_lab_bench=trace: a storm of LUO memfd
+# preserve/unpreserve cycles runs under trace (nK/bench-trace.json, bench/bench_trace.py).
+
+GIGANTIC = HUGEPAGES / "hugepages-1048576kB" / "nr_hugepages"
+TRACE_READY = "Hit Ctrl-C to end."
+
+
+def cmdline_words():
+    return Path("/proc/cmdline").read_text().split()
+
+
+def trace_argv(st, name, *args):
+    return [sys.executable, "-m", "kho_inspect", "--vmlinux", st.cfg["vmlinux"], "trace",
+            "-o", str(st.dir / f"{name}.json"), *args]
+
+
+def run_traced(st, name, args, action=None, ready_timeout=900):
+    """Run ``kho-inspect trace ARGS``; with ``action``: once it reports its probes
+    attached, run ``action`` (run even if the trace never got ready: the scenario
+    must go on), then stop the trace with SIGINT. Records nK/NAME.{txt,err,json}."""
+    import signal
+
+    argv = trace_argv(st, name, *args)
+    err_path = st.dir / f"{name}.err"
+    t0 = time.monotonic()
+    with open(st.dir / f"{name}.txt", "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+    info = {"argv": argv, "ready": None}
+    if action is not None:
+        while time.monotonic() - t0 < ready_timeout and proc.poll() is None:
+            if TRACE_READY in err_path.read_text(errors="replace"):
+                info["ready"] = round(time.monotonic() - t0, 1)
+                break
+            time.sleep(0.5)
+        try:
+            action()
+        finally:
+            if proc.poll() is None:
+                time.sleep(1)  # let the last events reach the buffer
+                proc.send_signal(signal.SIGINT)
+    try:
+        info["exit_code"] = proc.wait(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        info["exit_code"] = proc.wait()
+    info["seconds"] = round(time.monotonic() - t0, 1)
+    st.result.setdefault("trace", {})[name] = info
+    say(st.name, f"trace {name}: exit {info['exit_code']}, ready after {info['ready']} s, "
+                 f"{info['seconds']} s in all")
+    return info
+
+
+def traced_memfd_out(st, dev_fd):
+    run_traced(st, "trace-preserve", ["-q", "--probe", "kho"], lambda: st.memfd_out(dev_fd))
+
+
+def traced_gigantic(st):
+    """Raise the 1 GiB pool by one page at runtime under trace (the boot gave it some),
+    save what ``kho-inspect hugetlb`` finds then (nK/trace-gigantic-hugetlb.json), and
+    shrink the pool back: the stage's own commands must see the boot's pages only (the
+    page freed is the newest, at the head of the free list)."""
+    before = int(GIGANTIC.read_text())
+    info = run_traced(st, "trace-gigantic",
+                      ["--probe", "contig", "--", "sh", "-c", f"echo {before + 1} > {GIGANTIC}"])
+    info.update(nr_before=before, nr_after=int(GIGANTIC.read_text()))
+    with open(st.dir / "trace-gigantic-hugetlb.json", "w") as out:
+        info["hugetlb_exit_code"] = subprocess.run(
+            [sys.executable, "-m", "kho_inspect", "--vmlinux", st.cfg["vmlinux"], "hugetlb",
+             "--json"], stdout=out).returncode
+    GIGANTIC.write_text(f"{before}\n")
+    info["nr_restored"] = int(GIGANTIC.read_text())
+
+
+def storm(sessions, pages):
+    """``sessions`` LUO cycles: preserve a memfd of ``pages`` pages, close the session
+    (which unpreserves it). Every page is one kho_preserve_folio, one radix key added
+    and one deleted."""
+    dev_fd = open_liveupdate()
+    size = pages * PAGE
+    t0 = time.monotonic()
+    for i in range(sessions):
+        memfd = os.memfd_create(f"storm{i}", 0)
+        os.ftruncate(memfd, size)
+        os.pwrite(memfd, b"\x5a" * size, 0)
+        session_fd = _session_ioctl(dev_fd, IOCTL_CREATE_SESSION, f"storm-{os.getpid()}-{i}")
+        _fd_ioctl(session_fd, IOCTL_PRESERVE_FD, memfd, MEMFD_TOKEN)
+        os.close(session_fd)
+        os.close(memfd)
+    print(json.dumps({"sessions": sessions, "pages": pages,
+                      "seconds": round(time.monotonic() - t0, 3)}))
+    return 0
+
+
+def bench_trace(st):
+    """The storm once alone, then under trace with the default ring buffer and with a
+    1 MiB one (which must lose events, and count them); bench/bench_trace.py reads both."""
+    sessions, pages = 20, 1024
+    storm_argv = [sys.executable, __file__, "storm", str(sessions), str(pages)]
+    proc = subprocess.run(storm_argv, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the storm alone failed: {proc.stderr.strip()[-600:]}")
+    alone = json.loads(proc.stdout)
+    for name, extra in (("bench-trace", []), ("bench-trace-small", ["--buffer-pages", "256"])):
+        info = run_traced(st, name, ["-q", "--no-classes", "--probe", "kho", *extra, "--",
+                                     *storm_argv])
+        traced = [json.loads(line) for line in (st.dir / f"{name}.txt").read_text().splitlines()
+                  if line.startswith('{"sessions"')]
+        info.update(sessions=sessions, pages=pages, storm_seconds=alone["seconds"],
+                    traced_storm_seconds=traced[0]["seconds"] if traced else None)
+
+
 def run_stage(cfg, index):
     st = Stage(cfg, index)
     say(st.name, f"stage start (uptime {st.result['started_uptime']} s)")
     st.step("read kernel facts", st.facts)
     last = index >= cfg["hops"]
+    if "kho_lab_bench=trace" in cmdline_words():  # the storm opens /dev/liveupdate itself
+        st.step("bench kho-inspect trace", bench_trace, st)
     dev_fd = st.step("open /dev/liveupdate", open_liveupdate)
     if dev_fd is not None:
         _KEEP.append(dev_fd)
         if index > 0:
             st.step("retrieve the memfd", st.memfd_in, dev_fd)
-        if not last:
+        if index == 1 and "kho_lab_trace" in cmdline_words() and GIGANTIC.exists():
+            st.step("trace a runtime 1 GiB allocation", traced_gigantic, st)
+        if not last and "kho_lab_trace" in cmdline_words():
+            st.step("preserve a memfd under trace", traced_memfd_out, st, dev_fd)
+        elif not last:
             st.step("preserve a memfd", st.memfd_out, dev_fd)
     st.step("copy debugfs", st.collect)
     st.step("run kho-inspect", st.commands)
     st.step("collect the kernel log", st.finish_facts)
+    if cfg.get("drgn_session") and index == 1:
+        st.step("run a drgn session", drgn_session, st)
     st.result["finished_uptime"] = _uptime()
     st.write()
     if cfg.get("cores"):
@@ -403,6 +610,8 @@ def run_stage(cfg, index):
 
 
 def main(argv):
+    if argv[1:2] == ["storm"]:
+        return storm(int(argv[2]), int(argv[3]))
     cfg = json.loads(Path(argv[1]).read_text())
     state_path = OUT / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"stage": 0}

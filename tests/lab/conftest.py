@@ -70,6 +70,15 @@ class LabRun:
     def vmlinux(self) -> str:
         return self.summary["vmlinux"]
 
+    def assert_verified(self, stages: Sequence[str]) -> None:
+        """The run exited 0 and verified each of ``stages``, and no other; the
+        message names each unverified stage's problems and the console's end."""
+        problems = {name: st["problems"] for name, st in self.summary["stages"].items()
+                    if not st["verified"]}
+        assert self.summary["ok"] and self.returncode == 0, (
+            problems, self.summary["problems"], self.output[-3000:])
+        assert list(self.summary["stages"]) == list(stages)
+
 
 class HostRun(LabRun):
     """A run whose guest has no kho-inspect (the arm64 initramfs): every command ran on

@@ -52,10 +52,7 @@ def arm(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
 
 
 def test_every_stage_verified(arm: LabRun) -> None:
-    problems = {name: st["problems"] for name, st in arm.summary["stages"].items()
-                if not st["verified"]}
-    assert arm.summary["ok"] and arm.returncode == 0, (problems, arm.summary["problems"])
-    assert list(arm.summary["stages"]) == list(STAGES)
+    arm.assert_verified(STAGES)
     assert arm.summary["kernel"]["arch"] == "arm64"
     assert arm.summary["qemu"][0] == "qemu-system-aarch64" and arm.summary["accel"] == "tcg"
     assert arm.summary["bzImage"].endswith("/Image")

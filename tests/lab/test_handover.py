@@ -66,10 +66,7 @@ def _ranges(objs: Iterable[Dict[str, Any]], base: str = "phys") -> RangeSet:
 # --- the run ----------------------------------------------------------------------------------
 
 def test_run_verified_every_stage(lab: LabRun) -> None:
-    problems = {name: st["problems"] for name, st in lab.summary["stages"].items()
-                if not st["verified"]}
-    assert lab.summary["ok"] and lab.returncode == 0, (problems, lab.summary["problems"])
-    assert list(lab.summary["stages"]) == list(STAGES)
+    lab.assert_verified(STAGES)
     assert lab.summary["bzImage"] and lab.summary["vmlinux"]
 
 

@@ -73,10 +73,7 @@ def _pages(run: LabRun, stage: str) -> List[Range]:
 
 
 def test_every_stage_verified(run: LabRun) -> None:
-    problems = {name: st["problems"] for name, st in run.summary["stages"].items()
-                if not st["verified"]}
-    assert run.summary["ok"] and run.returncode == 0, (problems, run.summary["problems"])
-    assert list(run.summary["stages"]) == list(STAGES)
+    run.assert_verified(STAGES)
     assert run.summary["lab_kernel"]["version"] == "7.2"
     assert {st["release"] for st in run.summary["stages"].values()} == {"7.2.13"}
 

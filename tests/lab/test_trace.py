@@ -32,10 +32,11 @@ from kho_inspect.checks.trace import ranges_of
 from kho_inspect.model.trace import load_trace_document
 from kho_inspect.ranges import Range, RangeSet
 
+from .test_handover import _memfd_pages
+
 pytestmark = pytest.mark.lab
 
 GIB = 1 << 30
-PAGE = 4096
 PRESERVING = ("n0", "n1")  # the stages that preserve a memfd (the last one does not)
 
 
@@ -44,11 +45,6 @@ def _trace(lab, stage, name):
     assert info is not None, f"{stage} ran no {name} (is kho_lab_trace on the command line?)"
     assert info["exit_code"] == 0, (stage, name, (lab.stage(stage) / f"{name}.err").read_text())
     return info, load_trace_document(json.loads((lab.stage(stage) / f"{name}.json").read_text()))
-
-
-def _memfd_pages(lab, stage):
-    runs = lab.stage_json(stage)["memfd_out"]["pfn_runs"]
-    return RangeSet(Range(pfn * PAGE, n * PAGE) for pfn, n in runs)
 
 
 @pytest.mark.parametrize("stage", PRESERVING)

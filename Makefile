@@ -28,9 +28,13 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kho_inspect tests bench scripts
 
-# The whole suite: unit, synthetic-kernel and lab tests (the lab builds what is missing).
+# The whole suite: unit, synthetic-kernel and lab tests (the lab builds what is missing),
+# on two pytest-xdist workers: each lab run stays on one (tests/lab/conftest.py), and a
+# TCG guest keeps about one core busy, so two lab kernels run side by side.
+TEST_WORKERS ?= 2
 test: $(STAMP) lab-deps lint
-	$(VENV)/bin/pytest -ra --doctest-modules kho_inspect tests
+	$(VENV)/bin/pytest -ra -n $(TEST_WORKERS) --dist loadgroup --durations=15 \
+	    --doctest-modules kho_inspect tests
 
 # Everything but the kernel lab (quick).
 unit: $(STAMP) lint

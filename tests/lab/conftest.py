@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
@@ -113,6 +113,21 @@ def reused(out: Path, kind: type = LabRun) -> Optional[LabRun]:
         return kind(out, 0 if json.loads((out / "summary.json").read_text())["ok"] else 1,
                     "(reused)")
     return None
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """Keep each lab run on one pytest-xdist worker (``make test`` runs ``-n 2 --dist
+    loadgroup``): every test of the main run (the ``lab`` fixture, directly or through
+    another fixture) in group ``lab-main``, every other lab module in a group of its own,
+    since a module's runs are module or session fixtures. A TCG guest keeps about one host
+    core busy, so two workers run two lab kernels side by side on the 2-core machine."""
+    here = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.parent != here:
+            continue
+        group = "lab-main" if "lab" in item.fixturenames else f"lab-{path.stem}"
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from kho_inspect.errors import NotKhoKernelError
+from kho_inspect.frozen import frozen
 from kho_inspect.model.diagnosis import (
     DEFAULT_SCRATCH_SCALE,
     KhoActivation,
@@ -108,7 +109,7 @@ def _round_up(n: int, alignment: Optional[int]) -> int:
     return -(-n // alignment) * alignment
 
 
-@dataclass(frozen=True)
+@frozen
 class Reservation:
     """A named physical reservation (a CMA area, a ``reserve_mem=`` region).
 
@@ -153,7 +154,7 @@ def _reservations(cma: Sequence[CmaRegion], reserve: Sequence[ReserveMem]
     return out
 
 
-@dataclass(frozen=True)
+@frozen
 class ActivationInputs:
     """The facts :func:`decide` judges by; ``None`` is "unknown".
 

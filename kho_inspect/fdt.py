@@ -39,12 +39,12 @@ reported in the decoded data's ``problems`` instead, so the rest stays visible.
 import re
 import string
 import struct
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import libfdt
 
 from kho_inspect.errors import CorruptTreeError
+from kho_inspect.frozen import frozen
 from kho_inspect.radix import ReadPage
 
 __all__ = (
@@ -130,7 +130,7 @@ def _fmt(byteorder: str, layout: str) -> str:
 # --- generic FDT ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class FdtNode:
     """One node of a flattened device tree, with raw property bytes."""
 
@@ -347,7 +347,7 @@ def hexdump(data: bytes, base: int = 0) -> List[str]:
 # --- the root FDT -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoSubtree:
     """One subnode of the KHO root FDT (one ``kho_add_subtree()`` call).
 
@@ -368,7 +368,7 @@ class KhoSubtree:
                 "property": self.data_property, "problems": list(self.problems)}
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoRoot:
     """The decoded KHO root FDT.
 
@@ -443,7 +443,7 @@ def decode_kho_root(data: bytes, byteorder: str = "little") -> KhoRoot:
 # --- kexec-metadata ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class KexecMetadata:
     """``struct kho_kexec_metadata`` (packed; kexec_metadata.h).
 
@@ -494,7 +494,7 @@ def decode_kexec_metadata(data: bytes, byteorder: str = "little") -> KexecMetada
 # --- memblock (reserve_mem) -------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class ReserveMemEntry:
     """One ``reserve-mem-v1`` node: a ``reserve_mem=`` region to revive."""
 
@@ -509,7 +509,7 @@ class ReserveMemEntry:
                 "size": self.size, "problems": list(self.problems)}
 
 
-@dataclass(frozen=True)
+@frozen
 class MemblockBlob:
     """The ``memblock`` blob: ``memblock-v1`` with one child per region."""
 
@@ -551,7 +551,7 @@ def decode_memblock(data: bytes, byteorder: str = "little") -> MemblockBlob:
 # --- LUO --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoSer:
     """``struct luo_ser`` (packed; include/linux/kho/abi/luo.h)."""
 
@@ -589,7 +589,7 @@ def decode_luo(data: bytes, byteorder: str = "little") -> LuoSer:
 # --- kho_vmalloc ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoVmalloc:
     """``struct kho_vmalloc`` (16 bytes): the descriptor of a preserved vmalloc area."""
 
@@ -609,7 +609,7 @@ class KhoVmalloc:
                 "flag_names": list(self.flag_names), "order": self.order}
 
 
-@dataclass(frozen=True)
+@frozen
 class VmallocArea:
     """What a ``kho_vmalloc_chunk`` chain describes.
 
@@ -738,7 +738,7 @@ def read_vmalloc_bytes(area: VmallocArea, read_page: ReadPage, nbytes: int,
 # --- test_kho ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class TestFolio:
     """One ``folios_info[]`` entry of test_kho: ``phys | order``."""
 
@@ -751,7 +751,7 @@ class TestFolio:
         return {"phys": self.phys, "order": self.order}
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoTestBlob:
     """lib/test_kho.c's ``kho_test`` FDT and, when read, its folio list."""
 
@@ -831,7 +831,7 @@ def decode_kho_test(data: bytes, read_page: Optional[ReadPage] = None,
 # --- dispatch ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class DecodedBlob:
     """A sub-blob as decoded by :func:`decode_blob`.
 

@@ -41,11 +41,11 @@ machine's byte order.
 
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from kho_inspect.errors import InputError
+from kho_inspect.frozen import frozen
 
 __all__ = ("SIGNATURE", "KDUMP_SIGNATURE", "KINDS", "SNIFF_SIZE", "file_kind", "ElfHeader",
            "elf_header", "Described", "described_size", "elf_build_id", "KdumpHeader",
@@ -102,7 +102,7 @@ def file_kind(head: bytes) -> str:
     return "unknown"
 
 
-@dataclass(frozen=True)
+@frozen
 class Described:
     """The size of a file as its headers describe it.
 
@@ -133,7 +133,7 @@ def described_size(f: BinaryIO) -> Optional[Described]:
 # --- ELF ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class ElfHeader:
     """The fields of ``Elf32_Ehdr``/``Elf64_Ehdr`` this module needs."""
 
@@ -255,7 +255,7 @@ _DUMP_DH_COMPRESSED_INCOMPLETE = 0x8
 _BITMAP_CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@frozen
 class _DiskDump:
     endian: str
     version: int
@@ -290,6 +290,12 @@ def _sub_header(f: BinaryIO, d: _DiskDump) -> Tuple[int, ...]:
     return struct.unpack(fmt, raw)
 
 
+def _popcount(n: int) -> int:
+    """Set bits of ``n`` >= 0 (``int.bit_count`` from Python 3.10 on: ~50x faster)."""
+    bit_count = getattr(n, "bit_count", None)
+    return bit_count() if bit_count is not None else bin(n).count("1")
+
+
 def _count_bits(f: BinaryIO, offset: int, length: int, first: int, end: int) -> int:
     """Set bits for pfns ``first`` .. ``end - 1`` in the bitmap at ``offset``."""
     count, pfn = 0, 0
@@ -301,7 +307,7 @@ def _count_bits(f: BinaryIO, offset: int, length: int, first: int, end: int) -> 
         bits = int.from_bytes(chunk, "little")
         low, high = max(first - pfn, 0), min(end - pfn, len(chunk) * 8)
         if high > low:
-            count += bin((bits >> low) & ((1 << (high - low)) - 1)).count("1")
+            count += _popcount((bits >> low) & ((1 << (high - low)) - 1))
         pfn += len(chunk) * 8
         length -= len(chunk)
     return count
@@ -331,7 +337,7 @@ def _kdump_described(f: BinaryIO, head: bytes) -> Optional[Described]:
     return Described(max(ends))
 
 
-@dataclass(frozen=True)
+@frozen
 class KdumpHeader:
     """What a kdump-compressed file says about itself."""
 

@@ -27,7 +27,6 @@ import os
 import struct
 from array import array
 from bisect import bisect_right
-from dataclasses import dataclass
 from functools import cache, cached_property, reduce
 from itertools import compress, groupby, repeat
 from operator import itemgetter, or_
@@ -46,6 +45,7 @@ from typing import (
 )
 
 from kho_inspect.errors import CorruptTreeError
+from kho_inspect.frozen import frozen
 from kho_inspect.ranges import Range, RangeSet
 
 __all__ = (
@@ -89,7 +89,7 @@ _CHUNK_ADVICE = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class RadixGeometry:
     """The radix tree ABI constants for one page size (abi header, ``KHO_*``).
 
@@ -220,7 +220,7 @@ A plain tuple, not a named one: a fragmented tree yields hundreds of thousands
 of ranges, and plain tuples are several times cheaper to build."""
 
 
-@dataclass(frozen=True)
+@frozen
 class PreservedMemory:
     """What a preserved-memory structure describes, and what it is made of.
 

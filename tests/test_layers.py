@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kho_inspect"
 
 LAYERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     # (layer, modules): a name ending in ".*" is a package and everything in it.
-    ("foundation", ("kho_inspect", "kho_inspect.errors", "kho_inspect.ranges")),
+    ("foundation", ("kho_inspect", "kho_inspect.errors", "kho_inspect.ranges",
+                    "kho_inspect.frozen")),
     ("codecs", ("kho_inspect.radix", "kho_inspect.fdt", "kho_inspect.kdump")),
     ("model", ("kho_inspect.model.*",)),
     ("checks", ("kho_inspect.checks.*", "kho_inspect.bootlog", "kho_inspect.diff",

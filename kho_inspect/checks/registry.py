@@ -14,9 +14,9 @@ Rules are registered in the order their modules are imported by
 :mod:`kho_inspect.checks`, which is the catalogue order.
 """
 
-from dataclasses import dataclass
 from typing import Callable, Dict, Sequence, Tuple
 
+from kho_inspect.frozen import frozen
 from kho_inspect.model.check import Evidence, RuleInfo
 
 __all__ = ("DOCS", "RULES", "Outcome", "Rule", "Skip", "rule")
@@ -33,7 +33,7 @@ class Skip(Exception):
         return str(self.args[0]) if self.args else ""
 
 
-@dataclass(frozen=True)
+@frozen
 class Outcome:
     """What a rule found: no evidence is a pass.
 
@@ -53,7 +53,7 @@ class Outcome:
 RuleFunc = Callable[..., Outcome]
 
 
-@dataclass(frozen=True)
+@frozen
 class Rule:
     """A registered rule: its catalogue entry and its function."""
 

@@ -4,7 +4,6 @@
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Optional
 
 import click
@@ -73,6 +72,8 @@ def write_json(path: str, obj: Any) -> None:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
             return
+        import tempfile  # here: check imports this module, and tempfile costs ~3 ms
+
         fd, tmp = tempfile.mkstemp(prefix=".kho-inspect-", dir=os.path.dirname(target))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -14,9 +14,9 @@ allocation must come from scratch memory.
 Nothing here touches drgn; every class round-trips through JSON.
 """
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel
 from kho_inspect.ranges import Range
 
@@ -26,7 +26,7 @@ CLASS_UNKNOWN = "unknown"
 """The class of an allocation that was not classified against a region map."""
 
 
-@dataclass(frozen=True)
+@frozen
 class BootWindow(JsonModel):
     """Line numbers (1-based, of the log given) bounding the scratch-only window.
 
@@ -44,7 +44,7 @@ class BootWindow(JsonModel):
         return self.start_line <= line <= self.end_line
 
 
-@dataclass(frozen=True)
+@frozen
 class BootAllocation(JsonModel):
     """One memblock allocation (or reservation) rebuilt from the log.
 
@@ -88,7 +88,7 @@ class BootAllocation(JsonModel):
         return self.request != "__memblock_reserve"
 
 
-@dataclass(frozen=True)
+@frozen
 class BootLog(JsonModel):
     """Everything :func:`kho_inspect.bootlog.parse_bootlog` found.
 

@@ -14,9 +14,9 @@ The JSON form is ``{"rules": [{"id", "status", "statement", "guarantee",
 report. Nothing here touches drgn; every class round-trips through JSON.
 """
 
-from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel, to_json
 from kho_inspect.ranges import Range
 
@@ -39,7 +39,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 
 
-@dataclass(frozen=True)
+@frozen
 class Evidence:
     """One offending object of a failed rule.
 
@@ -100,7 +100,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
+@frozen
 class RuleInfo(JsonModel):
     """A rule's catalogue entry.
 
@@ -122,7 +122,7 @@ class RuleInfo(JsonModel):
     applies: str = "every kernel"
 
 
-@dataclass(frozen=True)
+@frozen
 class RuleResult:
     """The outcome of one rule on one kernel.
 
@@ -172,7 +172,7 @@ class RuleResult:
                    tuple(Evidence.from_json(e) for e in obj.get("evidence", ())))
 
 
-@dataclass(frozen=True)
+@frozen
 class CheckReport:
     """Every rule's result on one kernel, in catalogue order.
 

@@ -20,9 +20,9 @@ reservations drove the size.
 Nothing here touches drgn; every class round-trips through JSON.
 """
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel
 
 __all__ = (
@@ -41,7 +41,7 @@ DEFAULT_SCRATCH_SCALE = 200
 """``scratch_scale`` when ``kho_scratch=`` is not given (kexec_handover.c)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class ScratchNeed(JsonModel):
     """One scratch area (or the array itself) as ``kho_reserve_scratch()`` asked for it.
 
@@ -61,7 +61,7 @@ class ScratchNeed(JsonModel):
     addr: Optional[int] = None
 
 
-@dataclass(frozen=True)
+@frozen
 class SizingDriver(JsonModel):
     """A reservation that entered the scratch sizing.
 
@@ -77,7 +77,7 @@ class SizingDriver(JsonModel):
     node: Optional[int] = None
 
 
-@dataclass(frozen=True)
+@frozen
 class ScratchSizing(JsonModel):
     """The inputs of the scratch sizing of a cold boot.
 
@@ -114,7 +114,7 @@ class ScratchSizing(JsonModel):
         return tuple(n for n in self.needs if n.reserved is False)
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoActivation(JsonModel):
     """Whether KHO works on a kernel, and why not.
 

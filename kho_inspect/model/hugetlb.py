@@ -24,9 +24,9 @@ A page's *origin* is where it came from (docs/kernel/hugetlb.md):
     the boot log was there to tell (``origin_from`` is then ``None``).
 """
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel
 from kho_inspect.ranges import Range, RangeSet
 
@@ -42,7 +42,7 @@ bit, its address in a ``hugetlb_cma[]`` area (kernels without ``HPG_cma``),
 rules out boot-time pages outside CMA), or the ``memblock=debug`` kernel log."""
 
 
-@dataclass(frozen=True)
+@frozen
 class HugePage(JsonModel):
     """One gigantic hugetlb folio.
 
@@ -75,7 +75,7 @@ class HugePage(JsonModel):
         return Range(self.phys, self.size)
 
 
-@dataclass(frozen=True)
+@frozen
 class CmaArea(JsonModel):
     """One range of a ``hugetlb_cma[nid]`` area (``struct cma``).
 
@@ -92,7 +92,7 @@ class CmaArea(JsonModel):
         return Range(self.base, self.size)
 
 
-@dataclass(frozen=True)
+@frozen
 class HstateNode(JsonModel):
     """One node's counters of a ``struct hstate`` (``*_huge_pages_node[nid]``), as
     ``/sys/devices/system/node/nodeN/hugepages/hugepages-*/`` shows them."""
@@ -103,7 +103,7 @@ class HstateNode(JsonModel):
     surplus_huge_pages: int
 
 
-@dataclass(frozen=True)
+@frozen
 class HstateSummary(JsonModel):
     """The counters of one ``struct hstate`` (``/sys/kernel/mm/hugepages/*/``).
 
@@ -126,7 +126,7 @@ class HstateSummary(JsonModel):
     nodes: Tuple[HstateNode, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class HugetlbReport(JsonModel):
     """What ``kho-inspect hugetlb`` reports.
 

@@ -15,7 +15,7 @@ bytes (``to_json(raw=True)``, the default; the command prints it with
 folio list, which lives in pages outside the blob and is taken from the JSON.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from kho_inspect.fdt import (
@@ -28,6 +28,7 @@ from kho_inspect.fdt import (
     decode_generic,
     decode_kho_root,
 )
+from kho_inspect.frozen import frozen
 from kho_inspect.model.memblock import FlagTable
 
 __all__ = (
@@ -47,7 +48,7 @@ DIRECTION_NAMES = {"out": "outgoing", "in": "incoming"}
 # --- status -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoStatus:
     """What ``kho-inspect kho status`` reports.
 
@@ -134,7 +135,7 @@ class KhoStatus:
 # --- FDT --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class BlobReport:
     """One sub-blob of a root FDT: where it is and what it decodes to.
 
@@ -220,7 +221,7 @@ def _redecode(name: str, data: bytes, obj: Mapping[str, Any], order: str,
     return decoded
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoFdtReport:
     """A root FDT (``direction`` ``"out"`` or ``"in"``) and its decoded sub-blobs.
 

@@ -13,10 +13,11 @@ Flag names follow the kernel's enumerator names without their prefix
 enum does not name is kept as a hex string (``"0x100"``), never guessed.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from kho_inspect.errors import NotInKernelError
+from kho_inspect.frozen import frozen
 from kho_inspect.ranges import Range, RangeMap, RangeSet
 
 __all__ = (
@@ -33,7 +34,7 @@ __all__ = (
 MEMBLOCK_TYPES = ("memory", "reserved", "physmem")
 
 
-@dataclass(frozen=True)
+@frozen
 class FlagTable:
     """Names and values of a flags enum as read from the target's debug info.
 
@@ -90,7 +91,7 @@ class FlagTable:
         return cls({str(k): int(v) for k, v in obj.items()})
 
 
-@dataclass(frozen=True)
+@frozen
 class Region:
     """One ``struct memblock_region``.
 
@@ -130,7 +131,7 @@ class Region:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class MemblockType:
     """One ``struct memblock_type``: its header fields and its regions."""
 
@@ -197,7 +198,7 @@ class MemblockType:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class ReserveMem:
     """One ``reserve_mem=`` entry of ``reserved_mem_table``."""
 
@@ -213,7 +214,7 @@ class ReserveMem:
         return cls(str(obj["name"]), int(obj["start"]), int(obj["size"]))
 
 
-@dataclass(frozen=True)
+@frozen
 class MemblockState:
     """Everything ``kho-inspect memblock`` reports about one kernel.
 

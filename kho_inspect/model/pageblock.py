@@ -16,11 +16,11 @@ it) a separate bit (include/linux/pageblock-flags.h).
 """
 
 from array import array
-from dataclasses import dataclass
 from functools import cache
 from itertools import groupby
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel
 from kho_inspect.ranges import Range
 
@@ -39,7 +39,7 @@ NO_MEMMAP = "NO_MEMMAP"
 _ISOLATED = 0x100  # flag added to a code above any byte value
 
 
-@dataclass(frozen=True)
+@frozen
 class PageblockLayout:
     """How a kernel stores pageblock flags in section usemaps.
 
@@ -180,7 +180,7 @@ def _little_words(data: bytes, byteorder: str, word_size: int) -> bytes:
     return words.tobytes()
 
 
-@dataclass(frozen=True)
+@frozen
 class PageblockRun(JsonModel):
     """A physical range whose pageblocks share one migratetype.
 

@@ -11,9 +11,10 @@ histogram and the pages of the radix tree itself. Its JSON is also the
 snapshot format: a report saved in kernel N reads back in kernel N+1.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from kho_inspect.frozen import frozen
 from kho_inspect.ranges import Range, RangeSet
 
 __all__ = ("TREELESS_SOURCES", "PreservedRow", "PreservedReport")
@@ -25,7 +26,7 @@ PreservedRow = Tuple[int, int, Optional[int]]
 """``(phys, size, order)``; the order is ``None`` where the source has none."""
 
 
-@dataclass(frozen=True)
+@frozen
 class PreservedReport:
     """Preserved memory from one source, as ``kho preserved`` reports it.
 

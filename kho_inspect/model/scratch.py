@@ -25,9 +25,9 @@ Decisions are made by enumerator *names* (:data:`SCRATCH_FLAGS`,
 Nothing here touches drgn; every report type reads back from its JSON.
 """
 
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel
 from kho_inspect.model.memblock import FlagTable, MemblockState, Region
 from kho_inspect.model.pageblock import PageblockLayout, PageblockRun, migratetype_bytes
@@ -84,7 +84,7 @@ def first_mib_scratch(arch: Optional[str]) -> RangeSet:
     return RangeSet([X86_FIRST_MIB]) if arch in _X86_ARCHES else RangeSet()
 
 
-@dataclass(frozen=True)
+@frozen
 class ScratchArea:
     """One ``struct kho_scratch`` with the role its index gives it.
 
@@ -163,7 +163,7 @@ def first_flag(flags: FlagTable, names: Sequence[str]) -> Optional[str]:
     return next((n for n in names if flags.has(n)), None)
 
 
-@dataclass(frozen=True)
+@frozen
 class ScratchClasses(JsonModel):
     """The derived scratch classes (see the module documentation).
 
@@ -232,7 +232,7 @@ def flagged_regions(memory: Iterable[Region], classes: ScratchClasses) -> List[R
     return [r for r in memory if names.intersection(r.flags)]
 
 
-@dataclass(frozen=True)
+@frozen
 class CmaUsage(JsonModel):
     """Free ``MIGRATE_CMA`` memory as the buddy allocator sees it
     (:func:`kho_inspect.buddy.read_cma_usage`).
@@ -250,7 +250,7 @@ class CmaUsage(JsonModel):
     notes: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class CmaCounters(JsonModel):
     """The CMA counters a scratch report shows (its ``"cma"`` JSON).
 
@@ -270,7 +270,7 @@ def _by_node(values: Mapping[Optional[int], int]) -> Dict[Optional[int], int]:
     return dict(sorted(values.items(), key=lambda kv: (kv[0] is None, kv[0])))
 
 
-@dataclass(frozen=True)
+@frozen
 class NodeUse:
     """What scratch costs on one node (``node`` ``None``: regions without a node)."""
 
@@ -343,7 +343,7 @@ def _use(node: Optional[int], mem: RangeSet, classes: ScratchClasses,
     )
 
 
-@dataclass(frozen=True)
+@frozen
 class ScratchReport:
     """Everything ``kho-inspect kho scratch`` shows.
 

@@ -30,11 +30,12 @@ Saved snapshots are ``kho-inspect/snapshot`` documents
 touches drgn.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from kho_inspect.errors import InputError
 from kho_inspect.fdt import KexecMetadata, MemblockBlob, ReserveMemEntry
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel, document, from_json, open_document, to_json
 from kho_inspect.model.diagnosis import KhoActivation
 from kho_inspect.model.hugetlb import HugetlbReport
@@ -96,7 +97,7 @@ def generation_of(flags: FlagTable) -> str:
     return "no-scratch-flag"
 
 
-@dataclass(frozen=True)
+@frozen
 class BlobSummary(JsonModel):
     """One sub-blob of a root FDT: where it is and what it is."""
 
@@ -114,7 +115,7 @@ class BlobSummary(JsonModel):
         return Range(self.phys, self.size)
 
 
-@dataclass(frozen=True)
+@frozen
 class FdtSummary(JsonModel):
     """What the rules need of a root FDT (not its bytes).
 
@@ -167,7 +168,7 @@ def fdt_summary(report: KhoFdtReport) -> FdtSummary:
     )
 
 
-@dataclass(frozen=True)
+@frozen
 class CmaRegion(JsonModel):
     """One range of a CMA area of ``cma_areas[]`` (mm/cma.c).
 
@@ -185,7 +186,7 @@ class CmaRegion(JsonModel):
         return Range(self.base, self.size)
 
 
-@dataclass(frozen=True)
+@frozen
 class Snapshot(JsonModel):
     """Everything the placement rules judge one kernel by.
 

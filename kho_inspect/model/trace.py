@@ -14,10 +14,10 @@ read back with :func:`load_trace_document`; ``check --trace FILE`` judges it
 again. Nothing here touches drgn or BCC; every class round-trips through JSON.
 """
 
-from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from kho_inspect.errors import InputError
+from kho_inspect.frozen import frozen
 from kho_inspect.model.base import JsonModel, document, from_json, open_document, to_json
 from kho_inspect.ranges import Range
 
@@ -64,7 +64,7 @@ LOST_KINDS = ("reserve_failed", "return_without_entry", "entry_not_stashed", "pe
 """
 
 
-@dataclass(frozen=True)
+@frozen
 class ProbeStatus(JsonModel):
     """One probe of the catalogue on this kernel.
 
@@ -90,7 +90,7 @@ class ProbeStatus(JsonModel):
     hits: int = 0
 
 
-@dataclass(frozen=True)
+@frozen
 class TraceEvent(JsonModel):
     """One event as the probes reported it.
 
@@ -143,7 +143,7 @@ class TraceEvent(JsonModel):
         return None if self.phys is None else Range(self.phys, self.size)
 
 
-@dataclass(frozen=True)
+@frozen
 class TraceFinding(JsonModel):
     """A violation found in the events.
 
@@ -157,7 +157,7 @@ class TraceFinding(JsonModel):
     message: str
 
 
-@dataclass(frozen=True)
+@frozen
 class TraceLost(JsonModel):
     """Events lost, by the place they were lost (see :data:`LOST_KINDS`)."""
 
@@ -172,7 +172,7 @@ class TraceLost(JsonModel):
         return sum(getattr(self, k) for k in LOST_KINDS)
 
 
-@dataclass(frozen=True)
+@frozen
 class TraceRun(JsonModel):
     """A whole trace: what ran, what attached, what came, what was lost.
 

@@ -127,9 +127,9 @@ TREE_KEY = ".kho-inspect-key"  # in a build tree: the key of its last complete b
 ARTIFACTS = {"vmlinux": "vmlinux", "config": ".config", "System.map": "System.map"}
 # kbuild lines ("  CC      mm/memblock.o") of a cold build of the lab config; refined by
 # the last build's own count, which build.json records.
-DEFAULT_BUILD_STEPS = 2471
+DEFAULT_BUILD_STEPS = 2332
 # The same for a patched kernel built from the plain build tree.
-DEFAULT_INCREMENTAL_STEPS = 150
+DEFAULT_INCREMENTAL_STEPS = 250
 _PATCHED_FILE = re.compile(r"^\+\+\+ [^/\s]+/(\S+)", re.MULTILINE)
 _STEP = re.compile(r"^\s{2}([A-Z][A-Z0-9_\-]*)\s+(\S+)")
 _OPTION = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")

@@ -115,6 +115,7 @@ def reused(out: Path, kind: type = LabRun) -> Optional[LabRun]:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
     """Keep each lab run on one pytest-xdist worker (``make test`` runs ``-n 2 --dist
     loadgroup``): every test of the main run (the ``lab`` fixture, directly or through
@@ -128,6 +129,23 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
             continue
         group = "lab-main" if "lab" in item.fixturenames else f"lab-{path.stem}"
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse to run when pytest-xdist ignored the groups: a lab run would then start on
+    every worker that got one of its tests (pytest-xdist 3.8 marks a grouped test by
+    appending ``@group`` to its node id, which pytest 9 no longer reads)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    here = Path(__file__).parent
+    lost = [item.nodeid for item in session.items
+            if Path(str(item.fspath)).parent == here and "@" not in item.nodeid]
+    if lost:
+        message = (f"pytest-xdist did not group {len(lost)} lab tests ({lost[0]}, ...): each "
+                   "lab run would start once per worker; use pytest < 9 (setup.cfg) or run "
+                   "without -n.")
+        sys.stderr.write(message + "\n")  # a worker's exception reaches the controller bare
+        raise pytest.UsageError(message)
 
 
 @pytest.fixture(scope="session")

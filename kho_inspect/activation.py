@@ -92,7 +92,12 @@ _KDUMP = "disabled in the kdump kernel"
 _SCALE = re.compile(r"KHO: scratch scale is (\d+)%")
 _EXPLICIT = re.compile(r"KHO: scratch areas: lowmem: (\d+)MiB global: (\d+)MiB pernode: (-?\d+)MiB")
 # memblock=debug request lines made by kho_reserve_scratch() (mm/memblock.c:1629, :1858).
-_REQUEST = re.compile(r"(memblock_\w+): (\d+) bytes .*\bkho_reserve_scratch\+")
+# memblock=debug names the caller by its return address: where GCC inlines
+# kho_reserve_scratch() into kho_memory_init(), its only caller (the 7.2 lab kernel:
+# "kho_memory_init+0x235/0x4b0"), the lines name kho_memory_init, which on a cold boot
+# does nothing else (see docs/kernel/kho.md#scratch-reservation).
+_SCRATCH_CALLERS = ("kho_reserve_scratch+", "kho_memory_init+")
+_REQUEST = re.compile(r"(memblock_\w+): (\d+) bytes .*\b(?:kho_reserve_scratch|kho_memory_init)\+")
 _TIMESTAMP = re.compile(r"^\s*(?:<\d+>)?\s*\[[^\]]*\]\s?")
 _LOG_PREFIXES = ("KHO: ", "liveupdate: ")
 _MAX_LOG_LINES = 40
@@ -261,7 +266,8 @@ def log_lines(text: str) -> Tuple[str, ...]:
 def _explaining(log: Sequence[str]) -> Tuple[str, ...]:
     # The KHO and LUO lines, and memblock=debug lines from kho_reserve_scratch().
     lines = [line.strip() for line in log
-             if line.lstrip().startswith(_LOG_PREFIXES) or "kho_reserve_scratch+" in line]
+             if line.lstrip().startswith(_LOG_PREFIXES)
+             or any(caller in line for caller in _SCRATCH_CALLERS)]
     return tuple(lines[:_MAX_LOG_LINES])
 
 

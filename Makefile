@@ -31,9 +31,9 @@ lint: $(STAMP)
 # The whole suite: unit, synthetic-kernel and lab tests (the lab builds what is missing),
 # on two pytest-xdist workers: each lab run stays on one (tests/lab/conftest.py), and a
 # TCG guest keeps about one core busy, so two lab kernels run side by side. (pytest < 9:
-# pytest-xdist 3.8 groups tests by rewriting Item._nodeid, which pytest 9 no longer reads,
-# so under pytest 9 the groups are silently ignored and a lab run would start on both
-# workers.)
+# pytest-xdist 3.8 groups tests by rewriting Item._nodeid, which pytest 9.2 no longer
+# reads (pytest-xdist issue #1386): the groups are ignored and a lab run would start on
+# both workers; tests/lab/conftest.py refuses that.)
 TEST_WORKERS ?= 2
 test: $(STAMP) lab-deps lint
 	$(VENV)/bin/pytest -ra -n $(TEST_WORKERS) --dist loadgroup --durations=15 \

@@ -4,8 +4,8 @@ Frozen dataclasses, made cheaply
 --------------------------------
 
 The ``kho_inspect.frozen`` module provides :func:`frozen`, the decorator of
-every frozen record type of the package (the model, the codecs' records, the
-check records): ``@frozen`` makes the same class as
+the frozen record types on ``check``'s path (the model, the codecs' records,
+the check records): ``@frozen`` makes the same class as
 ``@dataclasses.dataclass(frozen=True)`` does, at a fifth of the cost.
 
 Python's :mod:`dataclasses` writes and compiles six functions for each frozen
@@ -205,7 +205,9 @@ def _init_fn(cls: type, fields: Tuple[dataclasses.Field, ...]) -> Callable[..., 
     """``__init__``, as dataclasses writes it for a frozen class: the fields
     set with ``object.__setattr__``, defaults, default factories, and
     ``__post_init__`` called last."""
-    scope: Dict[str, Any] = {"_setattr": object.__setattr__, "_FACTORY": _HAS_DEFAULT_FACTORY}
+    # Dunder names, which no field takes (as dataclasses' __dataclass_builtins_object__).
+    scope: Dict[str, Any] = {"__frozen_setattr__": object.__setattr__,
+                             "__frozen_factory__": _HAS_DEFAULT_FACTORY}
     params, body = ["self"], []
     seen_default = False
     for f in fields:
@@ -217,7 +219,7 @@ def _init_fn(cls: type, fields: Tuple[dataclasses.Field, ...]) -> Callable[..., 
                 raise TypeError(f"non-default argument {f.name!r} follows default argument")
         value = _field_value(f, scope, params)
         if value is not None:
-            body.append(f" _setattr(self, {f.name!r}, {value})")
+            body.append(f" __frozen_setattr__(self, {f.name!r}, {value})")
     if hasattr(cls, "__post_init__"):
         body.append(" self.__post_init__()")
     source = f"def __init__({', '.join(params)}):\n" + ("\n".join(body) or " pass") + "\n"
@@ -225,6 +227,7 @@ def _init_fn(cls: type, fields: Tuple[dataclasses.Field, ...]) -> Callable[..., 
     exec(source, scope, ns)
     init = ns["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
     init.__annotations__ = {**{f.name: f.type for f in fields if f.init}, "return": None}
     return init
 
@@ -237,8 +240,8 @@ def _field_value(f: dataclasses.Field, scope: Dict[str, Any], params: list) -> A
         scope[default] = f.default_factory
         if not f.init:
             return f"{default}()"
-        params.append(f"{f.name}=_FACTORY")
-        return f"{default}() if {f.name} is _FACTORY else {f.name}"
+        params.append(f"{f.name}=__frozen_factory__")
+        return f"{default}() if {f.name} is __frozen_factory__ else {f.name}"
     if not f.init:
         return None  # read from the class attribute, as dataclasses leaves it
     if f.default is not _MISSING:

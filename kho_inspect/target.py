@@ -178,7 +178,10 @@ def _other_plugins(disabled: List[str]) -> bool:
             continue  # missing: importlib.metadata finds nothing there either
         with children:
             for child in children:
-                if child.name.endswith((".dist-info", ".egg-info")) and any(
+                name = child.name.lower()  # as importlib.metadata matches them
+                if name.endswith(".egg"):
+                    return True  # an unzipped egg: EGG-INFO/ inside, not read here
+                if name.endswith((".dist-info", ".egg-info")) and any(
                         not any(fnmatch.fnmatch(name, p) for p in disabled)
                         for name in _plugin_names(child.path)):
                     return True

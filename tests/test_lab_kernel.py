@@ -6,6 +6,8 @@ real ``make``, ``cp -al``/``cp -a`` and ``patch`` the lab uses on linux-source-7
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Dict
@@ -13,7 +15,7 @@ from typing import Dict
 import pytest
 
 from kho_inspect.errors import LabError
-from kho_inspect.lab import digest, vm_dir
+from kho_inspect.lab import cache_lock, digest, vm_dir
 from kho_inspect.lab import kernel as lab_kernel_module
 from kho_inspect.lab.kernel import (
     BUILD_DIR,
@@ -285,3 +287,23 @@ def test_iter_kernels_lists_both(lab: Dict[str, Path]):
     ensure_kernel("7.3+unpreserved")
     names = sorted(str(k.name) for k in lab_kernel_module.iter_kernels())
     assert names == ["7.3", "7.3+unpreserved"]
+
+
+def test_cache_lock_is_held_across_processes_and_reentrant(tmp_path, monkeypatch):
+    monkeypatch.setenv("KHO_INSPECT_CACHE", str(tmp_path))
+    probe = ("import fcntl, sys\n"
+             "f = open(sys.argv[1], 'a')\n"
+             "try:\n"
+             "    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+             "except BlockingIOError:\n"
+             "    sys.exit(3)\n")
+
+    def other_process_can_lock() -> bool:
+        proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path / ".lock")])
+        return proc.returncode == 0
+
+    with cache_lock("a lab kernel"):
+        with cache_lock("the guest root filesystem"):  # re-entrant: no deadlock
+            assert not other_process_can_lock()
+        assert not other_process_can_lock()  # still held by the outer one
+    assert other_process_can_lock()

@@ -178,7 +178,8 @@ def exit_process(code: int) -> NoReturn:
     """
     threading = sys.modules.get("threading")
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)  # CPython's
-    if run_exitfuncs is None or (threading is not None and threading.active_count() > 1):
+    if run_exitfuncs is None or (threading is not None and threading.active_count() > 1) \
+            or not _own_process():
         sys.exit(code)
     run_exitfuncs()
     try:
@@ -188,3 +189,18 @@ def exit_process(code: int) -> NoReturn:
     except Exception:
         sys.exit(code)
     os._exit(code)
+
+
+def _own_process() -> bool:
+    """Whether nothing but kho-inspect runs in this process: no tracer or profiler
+    (coverage, pdb, cProfile, which write their results after catching
+    :class:`SystemExit`) and a ``__main__`` that is kho-inspect's own entry point
+    (``python -m kho_inspect`` or the ``kho-inspect`` script), not a program that
+    calls :func:`main` and may catch :class:`SystemExit`."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return False
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None:
+        return spec.name == "kho_inspect.__main__"
+    return os.path.basename(getattr(main_module, "__file__", "") or "") == "kho-inspect"

@@ -24,12 +24,16 @@ The lab reports progress through :mod:`logging` (loggers under
 ``kho_inspect.lab``); ``kho-inspect lab`` attaches the handler that prints it.
 """
 
+import contextlib
+import fcntl
+import functools
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, TypeVar, Union
 
 from kho_inspect.errors import LabError
 
@@ -40,7 +44,13 @@ __all__ = (
     "digest",
     "run_checked",
     "require_tools",
+    "cache_lock",
+    "holding_cache_lock",
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
+_lock_depth = 0  # how deep this process is inside cache_lock()
 
 StrPath = Union[str, "os.PathLike[str]"]
 
@@ -52,6 +62,48 @@ def cache_root() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(xdg) / "kho-inspect"
+
+
+@contextlib.contextmanager
+def cache_lock(what: str) -> Iterator[None]:
+    """Hold the lab cache's lock (``<cache>/.lock``, ``flock``) while finding or building
+    ``what`` in it: two processes that need the same kernel or root filesystem (two
+    pytest-xdist workers, two ``lab run``) would otherwise unpack and build into the same
+    trees at once; the second waits, then finds it cached. Re-entrant in a process."""
+    global _lock_depth
+    if _lock_depth:
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
+        return
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another kho-inspect process that holds %s/.lock "
+                     "(it is building into the lab cache) before looking up %s", root, what)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock_depth = 1
+        try:
+            yield
+        finally:
+            _lock_depth = 0
+
+
+def holding_cache_lock(what: str) -> Callable[[F], F]:
+    """Decorate a function that finds or builds something in the lab cache so that it
+    runs under :func:`cache_lock`."""
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with cache_lock(what):
+                return fn(*args, **kwargs)
+        return locked  # type: ignore[return-value]
+    return decorate
 
 
 def package_dir() -> Path:

@@ -78,7 +78,14 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from kho_inspect.errors import LabError
-from kho_inspect.lab import cache_root, digest, require_tools, run_checked, vm_dir
+from kho_inspect.lab import (
+    cache_root,
+    digest,
+    holding_cache_lock,
+    require_tools,
+    run_checked,
+    vm_dir,
+)
 
 __all__ = (
     "SOURCE_PACKAGE",
@@ -561,6 +568,7 @@ def build_key(build: KernelBuild, version: str, fragment: str,
                       build.localversion, build.source.package, build.arch)
 
 
+@holding_cache_lock("a lab kernel")
 def ensure_kernel(name: str = PLAIN, update_source: bool = False, jobs: Optional[int] = None,
                   force: bool = False, arch: Optional[str] = None) -> Kernel:
     """The lab kernel ``name`` (:data:`LAB_KERNELS`; see :func:`lab_kernel` for

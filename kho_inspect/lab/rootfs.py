@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import List, Optional
 
 from kho_inspect.errors import LabError
-from kho_inspect.lab import cache_root, digest, require_tools, run_checked, vm_dir
+from kho_inspect.lab import (
+    cache_root,
+    digest,
+    holding_cache_lock,
+    require_tools,
+    run_checked,
+    vm_dir,
+)
 from kho_inspect.lab.kernel import PrivateApt
 
 __all__ = ("Rootfs", "SUITE", "MIRROR", "read_packages", "rootfs_key", "ensure_rootfs",
@@ -104,6 +111,7 @@ def cached_rootfs(key: str) -> Optional[Rootfs]:
     return None
 
 
+@holding_cache_lock("the guest root filesystem")
 def ensure_rootfs(force: bool = False) -> Rootfs:
     """The guest root filesystem for the current package list, built if missing."""
     packages = read_packages(packages_path().read_text())
@@ -226,6 +234,7 @@ def initramfs_key(arch: str, busybox_version: str, helper: bytes) -> str:
                    " ".join(INITRAMFS_DIRS)])
 
 
+@holding_cache_lock("an initramfs")
 def ensure_initramfs(arch: str, force: bool = False) -> Rootfs:
     """The lab's initramfs for ``arch`` (``path`` is the cpio archive), built if missing:
     busybox-static of Debian ``sid`` for ``arch`` (downloaded through a private apt

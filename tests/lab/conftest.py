@@ -132,18 +132,21 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Refuse to run when pytest-xdist ignored the groups: a lab run would then start on
-    every worker that got one of its tests (pytest-xdist 3.8 marks a grouped test by
-    appending ``@group`` to its node id, which pytest 9 no longer reads)."""
-    if not getattr(session.config.option, "loadgroup", False):
-        return
+    """Refuse to run on a pytest-xdist worker whose lab tests are not grouped (no
+    ``--dist loadgroup``, or a pytest that ignores the groups): a lab run would then start
+    on every worker that got one of its tests. pytest-xdist 3.8 marks a grouped test by
+    appending ``@group`` to its node id, which pytest 9.2 no longer reads
+    (pytest-xdist issue #1386)."""
+    if not hasattr(session.config, "workerinput"):
+        return  # not a pytest-xdist worker: one session runs every lab run once
     here = Path(__file__).parent
     lost = [item.nodeid for item in session.items
-            if Path(str(item.fspath)).parent == here and "@" not in item.nodeid]
+            if Path(str(item.fspath)).parent == here and item.get_closest_marker("lab")
+            and "@" not in item.nodeid]
     if lost:
         message = (f"pytest-xdist did not group {len(lost)} lab tests ({lost[0]}, ...): each "
-                   "lab run would start once per worker; use pytest < 9 (setup.cfg) or run "
-                   "without -n.")
+                   "lab run would start once per worker; run with --dist loadgroup (as make test "
+                   "does) under pytest < 9.2 (setup.cfg), or without -n.")
         sys.stderr.write(message + "\n")  # a worker's exception reaches the controller bare
         raise pytest.UsageError(message)
 

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from kho_inspect.errors import LabError
 
-__all__ = ("read_summary", "stage_outputs", "stage_digest", "show_json", "problems",
-           "serial_tail")
+__all__ = ("read_summary", "read_json", "stage_outputs", "stage_digest", "show_json",
+           "problems", "serial_tail")
 
 
 def read_summary(out: Path) -> Dict[str, Any]:
@@ -32,7 +32,8 @@ def read_summary(out: Path) -> Dict[str, Any]:
                        f"--out {out} first.") from e
 
 
-def _read_json(path: Path) -> Optional[Any]:
+def read_json(path: Path) -> Optional[Any]:
+    """The JSON document in ``path``, or ``None`` when it is missing or not JSON."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -68,7 +69,7 @@ def stage_outputs(out: Path, summary: Dict[str, Any], stages: Sequence[str] = ()
             if names and path.stem not in names:
                 continue
             per[path.stem] = {"text": _read_text(path),
-                              "json": _read_json(path.with_suffix(".json")),
+                              "json": read_json(path.with_suffix(".json")),
                               "error": _read_text(path.with_suffix(".txt.err"))}
         found[stage] = per
     missing = [n for n in names if n not in seen]
@@ -89,7 +90,7 @@ def stage_digest(out: Path, summary: Dict[str, Any]) -> Dict[str, Dict[str, Any]
         results = out / stage / "kho-inspect"
         check = None
         for path in sorted(results.glob("check*.json")):
-            doc = _read_json(path)
+            doc = read_json(path)
             if isinstance(doc, dict) and doc.get("schema") == "kho-inspect/check":
                 check = doc.get("summary")
                 break

@@ -37,7 +37,7 @@ from kho_inspect.lab import (
     run_checked,
     vm_dir,
 )
-from kho_inspect.lab.kernel import PrivateApt
+from kho_inspect.lab.kernel import ARCHES, PrivateApt
 
 __all__ = ("Rootfs", "SUITE", "MIRROR", "read_packages", "rootfs_key", "ensure_rootfs",
            "BOOTSTRAP_PATH", "VM_TAG", "ensure_initramfs", "ensure_guest_root",
@@ -224,8 +224,8 @@ INITRAMFS_DIRS = ("bin", "proc", "sys", "dev", "tmp", "run", "lab/vm", "lab/kern
                   "lab/initrd", "lab/out")
 INITRAMFS_NAME = "initramfs.cpio"
 HELPER_SOURCE = "guest/khoguest.c"  # under vm/: the guest's LUO and kexec helper
-# Debian's name and the cross compiler's prefix of each initramfs architecture.
-INITRAMFS_ARCHES = {"arm64": ("arm64", "aarch64-linux-gnu-")}
+# Debian's name and the cross compiler's prefix (the kernel's) of each initramfs architecture.
+INITRAMFS_ARCHES = {"arm64": ("arm64", ARCHES["arm64"].cross_compile)}
 INITRAMFS_SOURCES = f"deb {MIRROR} {SUITE} main\n"
 
 

@@ -90,6 +90,7 @@ from kho_inspect.lab.qemu import (
     parse_memory,
     qemu_argv,
 )
+from kho_inspect.lab.results import read_json
 from kho_inspect.lab.rootfs import (
     BOOTSTRAP_PATH,
     INITRAMFS_ARCHES,
@@ -357,7 +358,8 @@ def run_lab(opts: RunOptions) -> Dict[str, Any]:
     """
     memory_mib = _validate(opts)
     arch = run_arch(opts)
-    if _initramfs(opts):
+    initramfs = arch in INITRAMFS_ARCHES  # _initramfs(opts), decided once here
+    if initramfs:
         opts.cores = True  # kho-inspect runs on the host only, at every stage's pause
     out = opts.out.resolve()
     _clean_out(out)
@@ -371,18 +373,18 @@ def run_lab(opts: RunOptions) -> Dict[str, Any]:
     log.info("accelerator %s (%s)", accel, why)
     (out / "lab.json").write_text(json.dumps(_guest_config(opts, kernel), indent=2) + "\n")
     kdir, bz, _ = kernel_share(kernel)
-    if _initramfs(opts):
+    if initramfs:
         (out / "lab.env").write_text(_initramfs_env(opts, bz))
     with tempfile.TemporaryDirectory(prefix="kholab-") as tmp:
         shares = [Share(VM_TAG, vm_dir()), Share("khokernel", kdir),
                   Share("khoout", out, readonly=False)]
-        if _initramfs(opts):
+        if initramfs:
             shares.append(Share("khoinitrd", rootfs.path.parent))
         else:
             shares.append(Share(PACKAGE_TAG, package_dir()))
         spec = VmSpec(bzimage=kernel.bzimage,
-                      rootfs=None if _initramfs(opts) else rootfs.path,
-                      initrd=rootfs.path if _initramfs(opts) else None,
+                      rootfs=None if initramfs else rootfs.path,
+                      initrd=rootfs.path if initramfs else None,
                       cmdline=expected_cmdline(opts, "n0"),
                       serial_log=out / "serial.log", qmp_socket=Path(tmp) / "qmp.sock",
                       inspect_socket=Path(tmp) / "inspect.sock",
@@ -519,13 +521,6 @@ def _host_commands(run: _Run, outdir: Path) -> Dict[str, int]:
     return {r["command"]: r["exit_code"] for r in json.loads(records_path.read_text())}
 
 
-def _json_file(path: Path) -> Optional[Dict[str, Any]]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def initramfs_stage(stage_dir: Path) -> Dict[str, Any]:
     """``stage.json`` of an initramfs guest's stage, from the files it left in
     ``stage_dir`` and the host's kho-inspect results (``host/``): the facts
@@ -535,7 +530,7 @@ def initramfs_stage(stage_dir: Path) -> Dict[str, Any]:
         return path.read_text(errors="replace") if path.is_file() else ""
 
     dmesg = text("dmesg.txt")
-    memblock = _json_file(stage_dir / "host" / "memblock.json") or {}
+    memblock = read_json(stage_dir / "host" / "memblock.json") or {}
     name = RESERVE_MEM_NAME
     reserve: Dict[str, Any] = {
         "name": name, "revived": f"Revived memory reservation '{name}' from KHO" in dmesg}
@@ -554,11 +549,11 @@ def initramfs_stage(stage_dir: Path) -> Dict[str, Any]:
         "kho_enabled": (stage_dir / "kho" / "out").is_dir(),
         "kho_boot": (stage_dir / "kho" / "in").is_dir(),
         "test_kho": test_kho, "reserve_mem": reserve,
-        "hugepages": _json_file(stage_dir / "hugepages.json") or {},
+        "hugepages": read_json(stage_dir / "hugepages.json") or {},
         "kho_warnings": len(re.findall(r"WARNING: .*kexec_handover", dmesg)),
         "commands": {}, "guest": "initramfs"}
     for key in ("memfd_in", "memfd_out"):
-        found = _json_file(stage_dir / f"{key}.json")
+        found = read_json(stage_dir / f"{key}.json")
         if found is not None:
             result[key] = found
     if (stage_dir / "kexec_loaded").is_file():

@@ -28,9 +28,8 @@ from kho_inspect.ranges import Range, RangeSet
 from .conftest import LAB_ARGS, STAGES, HostRun, LabRun, reused, run_lab_cli, session_out
 from .test_check import CHECK, statuses
 from .test_handover import (
+    _assert_tree_holds_memfd,
     _debugfs_scratch,
-    _memfd_pages,
-    _ranges,
     _regions,
     _test_kho_folios,
 )
@@ -115,10 +114,7 @@ def test_scratch_equals_debugfs(arm: LabRun, stage: str) -> None:
 
 @pytest.mark.parametrize("stage", STAGES[:-1])
 def test_preserved_holds_memfd_and_test_kho(arm: LabRun, stage: str) -> None:
-    preserved = _ranges(arm.guest(stage, "kho-preserved")["ranges"])
-    memfd = _memfd_pages(arm, stage)
-    assert memfd.total == arm.stage_json(stage)["memfd_out"]["size"]
-    assert preserved.covers(memfd), memfd.subtract(preserved)
+    preserved = _assert_tree_holds_memfd(arm, stage)
     if stage == "n0":
         assert preserved.covers(RangeSet(_test_kho_folios(arm, stage)))
 

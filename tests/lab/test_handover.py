@@ -245,12 +245,19 @@ def test_outgoing_tree_holds_test_kho_folios(lab: LabRun) -> None:
     assert not missing
 
 
+def _assert_tree_holds_memfd(run: LabRun, stage: str) -> RangeSet:
+    """The stage's outgoing tree (``kho preserved``) covers every page of the memfd it
+    preserved, which has the size the guest asked for; returns the tree's ranges."""
+    preserved = _ranges(run.guest(stage, "kho-preserved")["ranges"])
+    memfd = _memfd_pages(run, stage)
+    assert memfd.total == run.stage_json(stage)["memfd_out"]["size"]
+    assert preserved.covers(memfd), memfd.subtract(preserved)
+    return preserved
+
+
 @pytest.mark.parametrize("stage", STAGES[:-1])
 def test_outgoing_tree_holds_memfd_folios(lab: LabRun, stage: str) -> None:
-    preserved = _ranges(lab.guest(stage, "kho-preserved")["ranges"])
-    memfd = _memfd_pages(lab, stage)
-    assert memfd.total == lab.stage_json(stage)["memfd_out"]["size"]
-    assert preserved.covers(memfd), memfd.subtract(preserved)
+    _assert_tree_holds_memfd(lab, stage)
 
 
 def test_preserved_ranges_are_order_aligned(lab: LabRun) -> None:

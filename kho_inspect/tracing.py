@@ -36,10 +36,10 @@ only when it starts.
 import contextlib
 import os
 import struct
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from kho_inspect.errors import InputError, TracingUnavailableError
+from kho_inspect.frozen import frozen
 from kho_inspect.model.trace import ProbeStatus, TraceEvent, TraceRun, load_trace_document
 from kho_inspect.radix import decode_key
 from kho_inspect.ranges import Range
@@ -67,7 +67,7 @@ BCC_MISSING = ("BCC is not installed for this Python: install python3-bpfcc from
                "distribution (it is not on PyPI)")
 
 
-@dataclass(frozen=True)
+@frozen
 class Probe:
     """One entry of the catalogue.
 
@@ -170,7 +170,7 @@ def _c_struct() -> str:
 # --- symbols ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class Kallsyms:
     """What ``/proc/kallsyms`` says about the names that matter.
 
@@ -278,7 +278,7 @@ def select_probes(names: Sequence[str]) -> Tuple[Probe, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
+@frozen
 class Plan:
     """The probes that exist here (with their symbols) and the reasons for the rest."""
 

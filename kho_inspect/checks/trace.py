@@ -103,8 +103,8 @@ def _in_original(klass: str) -> bool:
 
 
 def _describe(e: TraceEvent) -> str:
-    assert e.phys is not None
-    return f"[{e.phys:#x}-{e.phys + e.size - 1:#x}] ({e.size} bytes)"
+    assert e.range is not None
+    return f"{e.range} ({e.size} bytes)"
 
 
 def event_findings(event: TraceEvent) -> List[TraceFinding]:

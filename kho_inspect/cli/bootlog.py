@@ -17,7 +17,7 @@ from kho_inspect.printk import read_kernel_log
 from kho_inspect.ranges import RangeSet
 from kho_inspect.render import emit
 from kho_inspect.snapshot import load_snapshot_file, read_snapshot
-from kho_inspect.views.bootlog import allocation_classes, json_object, sections
+from kho_inspect.views.bootlog import CLASS_SECTIONS, allocation_classes, json_object, sections
 
 __all__ = ("bootlog", "read_text")
 
@@ -44,7 +44,6 @@ Without a readable target or --snapshot FILE, classes are "unknown" and flags he
 Real output: docs/examples/bootlog.txt.
 """
 
-_SECTIONS = ("status", "memblock", "activation", "scratch", "preserved_in")
 _RELEASE = re.compile(r"Linux version (\S+)")
 
 
@@ -87,7 +86,7 @@ def _from_target(session: Session, text: Optional[str]
                             "classes are unknown (give --snapshot FILE, or read the kernel "
                             "the log belongs to)."]
     log = read_kernel_log(prog) if text is None else None
-    snap = read_snapshot(prog, sections=_SECTIONS, log=log, strict=session.debug)
+    snap = read_snapshot(prog, sections=CLASS_SECTIONS, log=log, strict=session.debug)
     if text is None:
         return log, snap, []
     release = _release(text)

@@ -36,7 +36,7 @@ from kho_inspect.tracing import (
     program_text,
     select_probes,
 )
-from kho_inspect.views.bootlog import allocation_classes
+from kho_inspect.views.bootlog import CLASS_SECTIONS, allocation_classes
 from kho_inspect.views.trace import EVENT_HEADER, event_line, finding_line, sections
 
 __all__ = ("trace",)
@@ -75,7 +75,6 @@ kho-inspect bootlog on a memblock=debug log for those. Needs root and BCC
 trace. Real output: docs/examples/trace.txt.
 """
 
-_SECTIONS = ("status", "memblock", "activation", "scratch", "preserved_in")
 
 
 def _classes(session: Session, snapshot_file: Optional[str], skip: bool
@@ -88,7 +87,7 @@ def _classes(session: Session, snapshot_file: Optional[str], skip: bool
         snap = load_snapshot_file(snapshot_file, "snapshot")
     else:
         try:
-            snap = read_snapshot(session.program(), sections=_SECTIONS, strict=session.debug)
+            snap = read_snapshot(session.program(), sections=CLASS_SECTIONS, strict=session.debug)
         except KhoInspectError as e:
             return [], [f"Events were not classified: this kernel's regions could not be "
                         f"read ({e})."]
@@ -237,11 +236,12 @@ def trace(session: Session, command: Tuple[str, ...], duration: Optional[float],
         run = _trace(tracer, plan, probes, collector, duration, command, classes, notes)
     finally:
         tracer.close()
+    doc = trace_document(run)
     if output:
-        write_json(output, trace_document(run))
+        write_json(output, doc)
     if collector.stream and collector.events:
         click.echo()
-    emit(fmt, trace_document(run), lambda: sections(run, output))
+    emit(fmt, doc, lambda: sections(run, output))
     return EXIT_VIOLATIONS if run.findings else EXIT_OK
 
 

@@ -20,7 +20,10 @@ from kho_inspect.model.snapshot import Snapshot
 from kho_inspect.ranges import RangeSet
 from kho_inspect.render import Section, human_size
 
-__all__ = ("allocation_classes", "allocation_json", "json_object", "sections")
+__all__ = ("CLASS_SECTIONS", "allocation_classes", "allocation_json", "json_object", "sections")
+
+# The snapshot sections allocation_classes() reads (read_snapshot(sections=...)).
+CLASS_SECTIONS = ("status", "memblock", "activation", "scratch", "preserved_in")
 
 
 def allocation_classes(snapshot: Snapshot) -> List[Tuple[str, RangeSet]]:

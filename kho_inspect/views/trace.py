@@ -10,7 +10,8 @@ count, the events per kind and per region class, the violations, the lost
 events, and where the details went.
 """
 
-from typing import List, Optional, Sequence
+from collections import Counter
+from typing import Dict, List, Optional, Sequence
 
 from kho_inspect.checks.trace import counts
 from kho_inspect.model.trace import LOST_KINDS, TraceEvent, TraceFinding, TraceRun
@@ -45,16 +46,15 @@ def finding_line(f: TraceFinding) -> str:
     return f"VIOLATION {f.rule}: {f.message}"
 
 
-def _probes(run: TraceRun) -> Section:
-    per_probe = counts(run.events)["probe"]
+def _probes(run: TraceRun, c: Dict[str, Counter]) -> Section:
+    per_probe = c["probe"]
     rows = [(p.name, p.group, p.how or "not attached", p.hits if p.attached else "-",
              per_probe.get(p.name, 0) if p.attached else "-", p.reason or "")
             for p in run.probes]
     return Section("Probes", ("probe", "group", "attached", "hits", "events", "note"), rows)
 
 
-def _classes(run: TraceRun) -> Section:
-    c = counts(run.events)
+def _classes(c: Dict[str, Counter]) -> Section:
     rows = [(kind, n) for kind, n in sorted(c["kind"].items())]
     klass = ", ".join(f"{k} {n}" for k, n in sorted(c["class"].items())) or "none"
     return Section("Events per kind", ("kind", "events"), rows,
@@ -75,7 +75,8 @@ def sections(run: TraceRun, output: Optional[str] = None) -> List[Section]:
 
     :param output: where the JSON details were saved (``-o FILE``), if anywhere.
     """
-    out = [_probes(run), _classes(run)]
+    c = counts(run.events)
+    out = [_probes(run, c), _classes(c)]
     found: Sequence[TraceFinding] = run.findings
     if found:
         rows = [(f.rule, f.seq, f.message) for f in found[:MAX_VIOLATIONS]]
